@@ -1,0 +1,43 @@
+"""Errors a user can act on, and the CLI wrapper that prints them as one clear message."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class LosslabError(Exception):
+    """A problem with the user's data, config or paths: the message names what and how to fix it."""
+
+
+class DataError(LosslabError):
+    """The dataset cannot be used as configured."""
+
+
+class ConfigError(LosslabError):
+    """A config value is missing or impossible."""
+
+
+def debug_enabled() -> bool:
+    """``LOSSLAB_DEBUG=1`` shows full tracebacks instead of one-line messages."""
+    return os.environ.get("LOSSLAB_DEBUG", "") not in ("", "0", "false")
+
+
+def friendly_exit(func: Callable[..., T]) -> Callable[..., T]:
+    """Run a CLI entry point; a ``LosslabError`` prints ``error: …`` and exits 2 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return func(*args, **kwargs)
+        except LosslabError as exc:
+            if debug_enabled():
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

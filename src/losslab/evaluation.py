@@ -1,0 +1,64 @@
+"""Test-set artifacts of a run: confusion matrix (PNG) and per-class report (text + JSON)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> tuple[str, dict]:
+    """scikit-learn's report as text and as a dict."""
+    from sklearn.metrics import classification_report as report
+
+    labels = list(range(len(class_names)))
+    kwargs = dict(labels=labels, target_names=list(class_names), digits=4, zero_division=0)
+    return report(y_true, y_pred, **kwargs), report(y_true, y_pred, output_dict=True, **kwargs)
+
+
+def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str], path: Path,
+                          title: str = "") -> Path:
+    """Counts with row-normalised shading; saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    counts = confusion_matrix(y_true, y_pred, labels=list(range(len(class_names))))
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = 2.2 + 0.9 * len(class_names)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=110)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), n in np.ndenumerate(counts):
+        ax.text(j, i, f"{n}\n{rates[i, j]:.0%}", ha="center", va="center",
+                color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=30, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "test confusion matrix", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_test_artifacts(directory: Path, probs: np.ndarray, y_true: np.ndarray, class_names: Sequence[str],
+                         title: str = "") -> list[Path]:
+    """confusion_matrix.png, classification_report.txt/.json and test_predictions.csv."""
+    directory.mkdir(parents=True, exist_ok=True)
+    y_pred = probs.argmax(axis=1)
+    text, as_dict = classification_report(y_true, y_pred, class_names)
+    (directory / "classification_report.txt").write_text(text)
+    (directory / "classification_report.json").write_text(json.dumps(as_dict, indent=2))
+    header = "label,predicted," + ",".join(f"p_{c}" for c in class_names)
+    rows = np.column_stack([y_true, y_pred, probs])
+    np.savetxt(directory / "test_predictions.csv", rows, delimiter=",", header=header, comments="",
+               fmt=["%d", "%d"] + ["%.6f"] * len(class_names))
+    png = plot_confusion_matrix(y_true, y_pred, class_names, directory / "confusion_matrix.png", title)
+    return [png, directory / "classification_report.txt", directory / "classification_report.json",
+            directory / "test_predictions.csv"]

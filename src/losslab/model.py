@@ -1,0 +1,52 @@
+"""The course's classifier: an MLP of Linear → PReLU → Dropout blocks over bag-of-words input.
+
+The first layer reads sparse rows through ``embedding_bag`` (a CSR · W product), so the
+V-wide one-hot input never becomes a dense matrix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from losslab.errors import ConfigError
+
+
+class SparseLinear(nn.Module):
+    """``y = x W + b`` for sparse rows given as ``(indices, offsets, weights)``."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(out_features))
+        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default init
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        out = F.embedding_bag(indices, self.weight, offsets, mode="sum", per_sample_weights=weights)
+        return out + self.bias
+
+
+class PReLUMLP(nn.Module):
+    """``depth`` hidden blocks of width ``hidden`` (Linear → PReLU → Dropout), then C logits."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 256, depth: int = 1,
+                 dropout: float = 0.5) -> None:
+        super().__init__()
+        if hidden < 1 or depth < 1:
+            raise ConfigError(f"model.hidden={hidden} and model.depth={depth} must both be at least 1.")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"model.dropout={dropout} must be in [0, 1).")
+        self.input = SparseLinear(in_features, hidden)
+        blocks: list[nn.Module] = [nn.PReLU(), nn.Dropout(dropout)]
+        for _ in range(depth - 1):
+            blocks += [nn.Linear(hidden, hidden), nn.PReLU(), nn.Dropout(dropout)]
+        self.hidden = nn.Sequential(*blocks)
+        self.output = nn.Linear(hidden, num_classes)
+
+    def forward(self, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return self.output(self.hidden(self.input(indices, offsets, weights)))

@@ -1,0 +1,162 @@
+"""MLflow: one run per training in the project store, its tags, and per-epoch curves.
+
+The store is ``tracking.uri`` → ``$MLFLOW_TRACKING_URI`` → ``sqlite:///<root>/mlflow.db``
+(artifacts in ``<root>/mlartifacts``). Experiments are created once and runs are started by
+experiment id, never by name, so parallel jobs cannot be misfiled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import subprocess
+import sys
+from typing import Any, Iterator, Mapping
+
+from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
+from pytorch_lightning.utilities import rank_zero_only
+
+from losslab.errors import ConfigError
+from losslab.paths import default_artifact_root, default_tracking_uri, project_root
+
+MAX_PARAM_LENGTH = 6000
+
+
+def tracking_uri(cfg: Any | None = None) -> str:
+    configured = cfg.get("uri") if cfg is not None else None
+    return str(configured) if configured else default_tracking_uri()
+
+
+def ensure_experiment(client: Any, name: str, uri: str) -> str:
+    """The id of experiment ``name``, creating it (race-safe) with artifacts beside a sqlite store."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            raise ConfigError(f"MLflow experiment '{name}' is deleted in {uri}; restore it or set tracking.experiment.")
+        return found.experiment_id
+    location = default_artifact_root() if uri == default_tracking_uri() and uri.startswith("sqlite") else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)  # another process created it first
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → ``{"model.hidden": "256", …}`` (values as MLflow param strings)."""
+    flat: dict[str, str] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def git_state(root: Any = None) -> tuple[str, bool]:
+    """``(commit, dirty)`` of the project checkout; ``("unknown", False)`` outside git."""
+    cwd = str(root or project_root())
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                capture_output=True, text=True, check=True).stdout
+        return commit, bool(status.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+
+
+def environment_tags() -> dict[str, str]:
+    """Versions of the stack a run depends on."""
+    import mlflow
+    import pytorch_lightning
+    import torch
+
+    return {"torch_version": torch.__version__, "lightning_version": pytorch_lightning.__version__,
+            "mlflow_version": mlflow.__version__, "python_version": platform.python_version()}
+
+
+def device_tags(root_device: Any) -> dict[str, str]:
+    import torch
+
+    if root_device.type == "cuda":
+        return {"device": "cuda", "device_name": torch.cuda.get_device_name(root_device)}
+    return {"device": "cpu", "device_name": platform.processor() or platform.machine()}
+
+
+@contextlib.contextmanager
+def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator[Any]:
+    """Start a run; it ends FINISHED, or FAILED (``error`` tag) on an exception, KILLED on Ctrl-C."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment_id = ensure_experiment(client, experiment, uri)
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags))
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.set_tag("error", "interrupted")
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+class MLflowEpochLogger(Logger):
+    """A Lightning logger writing epoch-level metrics to an already started MLflow run (step = epoch)."""
+
+    def __init__(self, run_id: str, uri: str) -> None:
+        super().__init__()
+        from mlflow.tracking import MlflowClient
+
+        self.run_id = run_id
+        self._client = MlflowClient(uri)
+
+    @property
+    def name(self) -> str:
+        return "mlflow"
+
+    @property
+    def version(self) -> str:
+        return self.run_id
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        return self._client
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Params are logged once from the resolved config (``flatten_config``)."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        epoch = int(metrics.get("epoch", step or 0))
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, epoch) for key, value in metrics.items() if key != "epoch"]
+        if batch:
+            self._client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+
+def print_run(run_id: str, uri: str, metrics: Mapping[str, float], stream: Any = sys.stdout) -> None:
+    """The end-of-training summary a user reads."""
+    print("\nTest metrics (best validation checkpoint):", file=stream)
+    for key in sorted(metrics):
+        print(f"  {key:<24} {metrics[key]:.4f}", file=stream)
+    print(f"MLflow run id: {run_id}\nTracking URI:  {uri}", file=stream)

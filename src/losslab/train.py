@@ -1,0 +1,158 @@
+"""Train the PReLU MLP once with the configured loss and record it in MLflow.
+
+    python -m losslab.train loss=mse model.hidden=512      # or: make train ARGS="loss=mse"
+
+Flow: data → features → batches → model + loss → Lightning fit (best val macro-F1 checkpoint)
+→ test → MLflow (params, tags, curves, test metrics, artifacts, model bundle).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from losslab.errors import ConfigError, LosslabError, debug_enabled
+from losslab.paths import config_dir
+
+
+@dataclass
+class TrainResult:
+    """What a caller (CLI, sweep, test) gets back from one training."""
+
+    run_id: str
+    tracking_uri: str
+    test_metrics: dict[str, float]
+    best_val_f1_macro: float
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject impossible hyperparameters before anything is built."""
+    checks = [
+        (cfg.optimizer.lr > 0, f"optimizer.lr={cfg.optimizer.lr} must be > 0"),
+        (cfg.optimizer.get("weight_decay", 0) >= 0, "optimizer.weight_decay must be >= 0"),
+        (cfg.model.hidden >= 1, f"model.hidden={cfg.model.hidden} must be >= 1"),
+        (cfg.model.depth >= 1, f"model.depth={cfg.model.depth} must be >= 1"),
+        (0 <= cfg.model.dropout < 1, f"model.dropout={cfg.model.dropout} must be in [0, 1)"),
+        (cfg.trainer.max_epochs >= 1, f"trainer.max_epochs={cfg.trainer.max_epochs} must be >= 1"),
+        (cfg.data.batch_size >= 1, f"data.batch_size={cfg.data.batch_size} must be >= 1"),
+    ]
+    problems = [msg for ok, msg in checks if not ok]
+    if problems:
+        raise ConfigError("; ".join(problems) + ". Fix the override or the file in conf/.")
+
+
+def train(cfg: DictConfig, output_dir: str | Path) -> TrainResult:
+    """One full training run; the MLflow run ends FINISHED, or FAILED/KILLED with the reason."""
+    import mlflow
+    import numpy as np
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from losslab import tracking
+    from losslab.batches import SparseBatches
+    from losslab.bundle import save_bundle
+    from losslab.callbacks import EpochSummary
+    from losslab.data import load_dataset
+    from losslab.evaluation import write_test_artifacts
+    from losslab.features import Featurizer
+    from losslab.losses import build_loss
+    from losslab.model import PReLUMLP
+    from losslab.module import TextClassifier
+    from losslab.text import Normalizer
+
+    check_config(cfg)
+    output_dir = Path(output_dir)
+    seed = int(cfg.seed)
+    pl.seed_everything(seed, workers=True, verbose=False)
+
+    dataset = load_dataset(cfg.data, seed)
+    featurizer = Featurizer.from_config(cfg.features).fit(dataset.train.texts)
+    x_train, x_val, x_test = (featurizer.transform(s.texts) for s in (dataset.train, dataset.val, dataset.test))
+    batch, eval_batch = int(cfg.data.batch_size), int(cfg.data.eval_batch_size)
+    train_batches = SparseBatches(x_train, dataset.train.y, batch, shuffle=True, seed=seed)
+    val_batches = SparseBatches(x_val, dataset.val.y, eval_batch)
+    test_batches = SparseBatches(x_test, dataset.test.y, eval_batch)
+
+    loss = build_loss(cfg.loss, dataset.class_counts().tolist())
+    model_params = {k: cfg.model[k] for k in ("hidden", "depth", "dropout")}
+    net = PReLUMLP(featurizer.vocabulary_size, dataset.num_classes, **model_params)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    module = TextClassifier(net, loss, instantiate(cfg.optimizer), dataset.class_names, scheduler)
+
+    uri = tracking.tracking_uri(cfg.tracking)
+    commit, dirty = tracking.git_state()
+    tags = {"loss": str(cfg.loss.name), "seed": str(seed), "git_commit": commit, "git_dirty": str(dirty).lower(),
+            "dataset_md5": dataset.md5, "dataset": str(cfg.data.name), **tracking.environment_tags(),
+            **{str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}}
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    with tracking.mlflow_run(uri, str(cfg.tracking.experiment), str(cfg.tracking.run_name), tags) as run:
+        run_id = run.info.run_id
+        mlflow.log_params(tracking.flatten_config(resolved))
+        mlflow.log_params({f"dataset.{k}": v for k, v in dataset.stats.items()} | {"vocabulary_size": featurizer.vocabulary_size})
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+
+        checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best-epoch{epoch}", auto_insert_metric_name=False, monitor="val/f1_macro",
+                                     mode="max", save_top_k=1, save_weights_only=True)
+        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, EpochSummary()],
+                                          logger=tracking.MLflowEpochLogger(run_id, uri),
+                                          default_root_dir=str(output_dir))
+        mlflow.set_tags(tracking.device_tags(trainer.strategy.root_device))
+
+        start = time.perf_counter()
+        trainer.fit(module, train_batches, val_batches)
+        fit_seconds = time.perf_counter() - start
+        trainer.test(module, test_batches, ckpt_path="best", verbose=False)
+
+        test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        best_val = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
+        epochs_run = trainer.current_epoch
+        mlflow.log_metrics({"fit_seconds": fit_seconds, "best_val/f1_macro": best_val,
+                            "train_samples_per_second": len(dataset.train) * epochs_run / max(fit_seconds, 1e-9)})
+        mlflow.set_tag("best_epoch", _epoch_of(checkpoint))
+
+        probs = np.concatenate([p.numpy() for p in module.test_probs])
+        targets = np.concatenate([t.numpy() for t in module.test_targets])
+        artifacts = output_dir / "artifacts"
+        write_test_artifacts(artifacts / "evaluation", probs, targets, dataset.class_names,
+                             title=f"{cfg.tracking.run_name} — test")
+        save_bundle(artifacts / "model", featurizer=featurizer, net=module.net.cpu(), class_names=dataset.class_names,
+                    normalizer=Normalizer(**dict(cfg.data.normalize)), model_params=model_params,
+                    activation=loss.activation)
+        mlflow.log_artifacts(str(artifacts / "evaluation"), "evaluation")
+        mlflow.log_artifacts(str(artifacts / "model"), "model")
+
+    tracking.print_run(run_id, uri, test_metrics)
+    return TrainResult(run_id, uri, test_metrics, best_val)
+
+
+def _epoch_of(checkpoint: Any) -> str:
+    """The epoch of the best checkpoint, read from its file name ``best-epoch<N>.ckpt``."""
+    import re
+
+    found = re.search(r"best-epoch(\d+)", str(checkpoint.best_model_path))
+    return found.group(1) if found else "unknown"
+
+
+@hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns the best validation macro-F1 (what a sweeper maximises)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return train(cfg, HydraConfig.get().runtime.output_dir).best_val_f1_macro
+    except LosslabError as exc:
+        if debug_enabled():
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
