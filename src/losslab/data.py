@@ -78,14 +78,17 @@ def _first_bad_line(path: Path) -> int:
     return 0
 
 
-def read_table(path: str | Path, text_column: str, label_column: str, fmt: str | None = None) -> Table:
-    """Read one file; every problem is a ``DataError`` naming the file, the field and the fix."""
+def read_frame(path: str | Path, fmt: str | None = None, role: str = "data.train_path") -> tuple[Path, Any]:
+    """Read a CSV/TSV/JSONL file into a DataFrame (all CSV fields as strings).
+
+    Every problem is a ``DataError`` that names the file and the fix.
+    """
     import pandas as pd
 
     path = resolve_path(path)
     if not path.is_file():
         hint = " Run `make data` (dvc pull) first." if "data" in path.parts else ""
-        raise DataError(f"{path}: file not found (data.train_path / data.test_path).{hint}")
+        raise DataError(f"{path}: file not found ({role}).{hint}")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty; it needs a header and at least one row.")
     kind = detect_format(path, fmt)
@@ -99,21 +102,37 @@ def read_table(path: str | Path, text_column: str, label_column: str, fmt: str |
         raise DataError(f"{path}: line {_first_bad_line(path)} is not valid UTF-8; re-save the file as UTF-8.") from None
     except ValueError as exc:
         raise DataError(f"{path}: cannot parse as {kind}: {exc}. Check data.format and the file.") from None
-    for role, column in (("data.text_column", text_column), ("data.label_column", label_column)):
+    return path, frame
+
+
+def require_columns(path: Path, frame: Any, columns: dict[str, str]) -> None:
+    """``columns`` maps the setting's name (e.g. ``data.text_column``) to the column it names."""
+    for role, column in columns.items():
         if column not in frame.columns:
             raise DataError(
                 f"{path}: no column '{column}' ({role}). Columns found: {list(map(str, frame.columns))}. "
                 f"Set {role}=<one of them>."
             )
+
+
+def read_table(path: str | Path, text_column: str, label_column: str, fmt: str | None = None,
+               role: str = "data.train_path") -> Table:
+    """Texts and labels of one file; rows without a label are an error."""
+    path, frame = read_frame(path, fmt, role)
+    require_columns(path, frame, {"data.text_column": text_column, "data.label_column": label_column})
     labels = frame[label_column].tolist()
-    missing = [i for i, v in enumerate(labels) if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == ""]
+    missing = [i for i, v in enumerate(labels) if _is_blank(v)]
     if missing:
         raise DataError(
             f"{path}: {len(missing)} row(s) have no '{label_column}' label (first at data row {missing[0] + 1}); "
             "fill them in or remove those rows."
         )
-    texts = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in frame[text_column]]
+    texts = ["" if _is_blank(t) else str(t) for t in frame[text_column]]
     return Table(path=path, texts=texts, labels=[_canonical_label(v) for v in labels])
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == ""
 
 
 def _canonical_label(value: Any) -> Any:
@@ -185,7 +204,7 @@ def load_dataset(cfg: Any, seed: int) -> Dataset:
 
     files = [train_table.path]
     if cfg.get("test_path"):
-        test_table = read_table(cfg.test_path, cfg.text_column, cfg.label_column, cfg.get("format"))
+        test_table = read_table(cfg.test_path, cfg.text_column, cfg.label_column, cfg.get("format"), "data.test_path")
         files.append(test_table.path)
         test_texts, test_labels = _drop_empty(test_table, normalize, stats, "test")
         unseen = sorted({str(v) for v in test_labels if v not in index})

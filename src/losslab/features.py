@@ -43,7 +43,12 @@ class Featurizer:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Featurizer":
-        weighting = str(cfg.weighting)
+        """From a ``features`` config (``conf/features/*.yaml``) or a plain dict."""
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        weighting = str(cfg.get("weighting", "binary"))
         if weighting not in WEIGHTINGS:
             raise ConfigError(f"features.weighting={weighting!r} is not one of {list(WEIGHTINGS)}.")
         parts = {name: dict(cfg[name]) for name in ("word", "char") if cfg.get(name)}

@@ -86,7 +86,17 @@ def device_tags(root_device: Any) -> dict[str, str]:
 
     if root_device.type == "cuda":
         return {"device": "cuda", "device_name": torch.cuda.get_device_name(root_device)}
-    return {"device": "cpu", "device_name": platform.processor() or platform.machine()}
+    return {"device": "cpu", "device_name": _cpu_name()}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 @contextlib.contextmanager
