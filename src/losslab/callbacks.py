@@ -1,10 +1,14 @@
-"""Small Lightning callbacks: a one-line summary per epoch instead of a progress bar."""
+"""Lightning hooks: a one-line summary per epoch, and a logger writing epoch metrics to MLflow."""
 
 from __future__ import annotations
 
 import sys
+import time
+from typing import Any, Mapping
 
 import pytorch_lightning as pl
+from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
+from pytorch_lightning.utilities import rank_zero_only
 
 
 class EpochSummary(pl.Callback):
@@ -19,3 +23,41 @@ class EpochSummary(pl.Callback):
         metrics = trainer.callback_metrics
         parts = [f"{k} {float(metrics[k]):.4f}" for k in self.keys if k in metrics]
         print(f"epoch {trainer.current_epoch:>3}  " + "  ".join(parts), file=sys.stderr, flush=True)
+
+
+class MLflowEpochLogger(Logger):
+    """A Lightning logger writing epoch-level metrics to an already started MLflow run (step = epoch)."""
+
+    def __init__(self, run_id: str, uri: str) -> None:
+        super().__init__()
+        from mlflow.tracking import MlflowClient
+
+        self.run_id = run_id
+        self._client = MlflowClient(uri)
+
+    @property
+    def name(self) -> str:
+        return "mlflow"
+
+    @property
+    def version(self) -> str:
+        return self.run_id
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        return self._client
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Params are logged once from the resolved config (``flatten_config``)."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        epoch = int(metrics.get("epoch", step or 0))
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, epoch) for key, value in metrics.items() if key != "epoch"]
+        if batch:
+            self._client.log_batch(self.run_id, metrics=batch, synchronous=True)

@@ -41,8 +41,3 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI``, else a sqlite file ``mlflow.db`` at the project root."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
-
-
-def default_artifact_root() -> str:
-    """Where new experiments of the default store keep artifacts: ``mlartifacts/`` at the root."""
-    return (project_root() / "mlartifacts").as_uri()

@@ -13,11 +13,8 @@ import subprocess
 import sys
 from typing import Any, Iterator, Mapping
 
-from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
-from pytorch_lightning.utilities import rank_zero_only
-
 from losslab.errors import ConfigError
-from losslab.paths import default_artifact_root, default_tracking_uri, project_root
+from losslab.paths import default_tracking_uri, project_root
 
 MAX_PARAM_LENGTH = 6000
 
@@ -36,7 +33,7 @@ def ensure_experiment(client: Any, name: str, uri: str) -> str:
         if found.lifecycle_stage == "deleted":
             raise ConfigError(f"MLflow experiment '{name}' is deleted in {uri}; restore it or set tracking.experiment.")
         return found.experiment_id
-    location = default_artifact_root() if uri == default_tracking_uri() and uri.startswith("sqlite") else None
+    location = artifact_root_for(uri)
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:
@@ -44,6 +41,15 @@ def ensure_experiment(client: Any, name: str, uri: str) -> str:
         if found is None:
             raise
         return found.experiment_id
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Artifacts of a sqlite store live beside it (``<db dir>/mlartifacts``), not in the cwd."""
+    if uri.startswith("sqlite:///"):
+        from pathlib import Path
+
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return None
 
 
 def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -122,46 +128,6 @@ def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
         raise
     else:
         mlflow.end_run("FINISHED")
-
-
-class MLflowEpochLogger(Logger):
-    """A Lightning logger writing epoch-level metrics to an already started MLflow run (step = epoch)."""
-
-    def __init__(self, run_id: str, uri: str) -> None:
-        super().__init__()
-        from mlflow.tracking import MlflowClient
-
-        self.run_id = run_id
-        self._client = MlflowClient(uri)
-
-    @property
-    def name(self) -> str:
-        return "mlflow"
-
-    @property
-    def version(self) -> str:
-        return self.run_id
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> Any:
-        return self._client
-
-    @rank_zero_only
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        """Params are logged once from the resolved config (``flatten_config``)."""
-
-    @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        import time
-
-        from mlflow.entities import Metric
-
-        epoch = int(metrics.get("epoch", step or 0))
-        now = int(time.time() * 1000)
-        batch = [Metric(key, float(value), now, epoch) for key, value in metrics.items() if key != "epoch"]
-        if batch:
-            self._client.log_batch(self.run_id, metrics=batch, synchronous=True)
 
 
 def print_run(run_id: str, uri: str, metrics: Mapping[str, float], stream: Any = sys.stdout) -> None:

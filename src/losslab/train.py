@@ -12,13 +12,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from losslab.errors import ConfigError, LosslabError, debug_enabled
 from losslab.paths import config_dir
+
+if TYPE_CHECKING:
+    from losslab.featureset import FeatureSet
 
 
 @dataclass
@@ -47,8 +50,12 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("; ".join(problems) + ". Fix the override or the file in conf/.")
 
 
-def train(cfg: DictConfig, output_dir: str | Path) -> TrainResult:
-    """One full training run; the MLflow run ends FINISHED, or FAILED/KILLED with the reason."""
+def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None" = None) -> TrainResult:
+    """One full training run; the MLflow run ends FINISHED, or FAILED/KILLED with the reason.
+
+    ``features`` lets a caller (a pipeline stage) pass prepared inputs; by default they are
+    built from ``cfg.data`` / ``cfg.features`` (memoised per process, so sweeps featurize once).
+    """
     import mlflow
     import numpy as np
     import pytorch_lightning as pl
@@ -58,10 +65,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> TrainResult:
     from losslab import tracking
     from losslab.batches import SparseBatches
     from losslab.bundle import save_bundle
-    from losslab.callbacks import EpochSummary
-    from losslab.data import load_dataset
+    from losslab.callbacks import EpochSummary, MLflowEpochLogger
     from losslab.evaluation import write_test_artifacts
-    from losslab.features import Featurizer
+    from losslab.featureset import build_feature_set
     from losslab.losses import build_loss
     from losslab.model import PReLUMLP
     from losslab.module import TextClassifier
@@ -70,38 +76,36 @@ def train(cfg: DictConfig, output_dir: str | Path) -> TrainResult:
     check_config(cfg)
     output_dir = Path(output_dir)
     seed = int(cfg.seed)
-    pl.seed_everything(seed, workers=True, verbose=False)
 
-    dataset = load_dataset(cfg.data, seed)
-    featurizer = Featurizer.from_config(cfg.features).fit(dataset.train.texts)
-    x_train, x_val, x_test = (featurizer.transform(s.texts) for s in (dataset.train, dataset.val, dataset.test))
+    fs = features if features is not None else build_feature_set(cfg.data, cfg.features, seed)
     batch, eval_batch = int(cfg.data.batch_size), int(cfg.data.eval_batch_size)
-    train_batches = SparseBatches(x_train, dataset.train.y, batch, shuffle=True, seed=seed)
-    val_batches = SparseBatches(x_val, dataset.val.y, eval_batch)
-    test_batches = SparseBatches(x_test, dataset.test.y, eval_batch)
+    train_batches = SparseBatches(fs.x["train"], fs.y["train"], batch, shuffle=True, seed=seed)
+    val_batches = SparseBatches(fs.x["val"], fs.y["val"], eval_batch)
+    test_batches = SparseBatches(fs.x["test"], fs.y["test"], eval_batch)
 
-    loss = build_loss(cfg.loss, dataset.class_counts().tolist())
+    pl.seed_everything(seed, workers=True, verbose=False)  # init and dropout do not depend on featurizing
+    loss = build_loss(cfg.loss, fs.class_counts())
     model_params = {k: cfg.model[k] for k in ("hidden", "depth", "dropout")}
-    net = PReLUMLP(featurizer.vocabulary_size, dataset.num_classes, **model_params)
+    net = PReLUMLP(fs.vocabulary_size, fs.num_classes, **model_params)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    module = TextClassifier(net, loss, instantiate(cfg.optimizer), dataset.class_names, scheduler)
+    module = TextClassifier(net, loss, instantiate(cfg.optimizer), fs.class_names, scheduler)
 
     uri = tracking.tracking_uri(cfg.tracking)
     commit, dirty = tracking.git_state()
     tags = {"loss": str(cfg.loss.name), "seed": str(seed), "git_commit": commit, "git_dirty": str(dirty).lower(),
-            "dataset_md5": dataset.md5, "dataset": str(cfg.data.name), **tracking.environment_tags(),
+            "dataset_md5": fs.dataset_md5, "dataset": str(cfg.data.name), **tracking.environment_tags(),
             **{str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}}
     resolved = OmegaConf.to_container(cfg, resolve=True)
     with tracking.mlflow_run(uri, str(cfg.tracking.experiment), str(cfg.tracking.run_name), tags) as run:
         run_id = run.info.run_id
         mlflow.log_params(tracking.flatten_config(resolved))
-        mlflow.log_params({f"dataset.{k}": v for k, v in dataset.stats.items()} | {"vocabulary_size": featurizer.vocabulary_size})
+        mlflow.log_params({f"dataset.{k}": v for k, v in fs.stats.items()} | {"vocabulary_size": fs.vocabulary_size})
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
         checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best-epoch{epoch}", auto_insert_metric_name=False, monitor="val/f1_macro",
                                      mode="max", save_top_k=1, save_weights_only=True)
         trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, EpochSummary()],
-                                          logger=tracking.MLflowEpochLogger(run_id, uri),
+                                          logger=MLflowEpochLogger(run_id, uri),
                                           default_root_dir=str(output_dir))
         mlflow.set_tags(tracking.device_tags(trainer.strategy.root_device))
 
@@ -114,15 +118,15 @@ def train(cfg: DictConfig, output_dir: str | Path) -> TrainResult:
         best_val = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
         epochs_run = trainer.current_epoch
         mlflow.log_metrics({"fit_seconds": fit_seconds, "best_val/f1_macro": best_val,
-                            "train_samples_per_second": len(dataset.train) * epochs_run / max(fit_seconds, 1e-9)})
+                            "train_samples_per_second": len(fs.y["train"]) * epochs_run / max(fit_seconds, 1e-9)})
         mlflow.set_tag("best_epoch", _epoch_of(checkpoint))
 
         probs = np.concatenate([p.numpy() for p in module.test_probs])
         targets = np.concatenate([t.numpy() for t in module.test_targets])
         artifacts = output_dir / "artifacts"
-        write_test_artifacts(artifacts / "evaluation", probs, targets, dataset.class_names,
+        write_test_artifacts(artifacts / "evaluation", probs, targets, fs.class_names,
                              title=f"{cfg.tracking.run_name} — test")
-        save_bundle(artifacts / "model", featurizer=featurizer, net=module.net.cpu(), class_names=dataset.class_names,
+        save_bundle(artifacts / "model", featurizer=fs.featurizer, net=module.net.cpu(), class_names=fs.class_names,
                     normalizer=Normalizer(**dict(cfg.data.normalize)), model_params=model_params,
                     activation=loss.activation)
         mlflow.log_artifacts(str(artifacts / "evaluation"), "evaluation")

@@ -10,7 +10,8 @@ import os
 import sys
 from typing import Sequence
 
-from losslab.paths import default_artifact_root, default_tracking_uri
+from losslab.paths import default_tracking_uri
+from losslab.tracking import artifact_root_for
 
 
 def ui_command(host: str, port: int, uri: str | None = None) -> list[str]:
@@ -18,8 +19,9 @@ def ui_command(host: str, port: int, uri: str | None = None) -> list[str]:
     uri = uri or default_tracking_uri()
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
                "--workers", "1"]
-    if uri.startswith("sqlite"):
-        command += ["--default-artifact-root", default_artifact_root()]
+    root = artifact_root_for(uri)
+    if root:
+        command += ["--default-artifact-root", root]
     return command
 
 

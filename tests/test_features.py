@@ -1,0 +1,69 @@
+"""Featurizers stay sparse, fit on train only, and round-trip through their saved state."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from omegaconf import OmegaConf
+
+from conftest import CONF
+from losslab.batches import SparseBatches, csr_to_batch
+from losslab.features import Featurizer
+from losslab.model import PReLUMLP, SparseLinear
+
+TRAIN = ["hola <user> qué tal", "eres un idiota <<url>>", "qué bonito día", "hola idiota"]
+
+
+@pytest.mark.parametrize("name", ["onehot", "tfidf", "ngrams"])
+def test_every_features_config_is_sparse_and_round_trips(name):
+    cfg = OmegaConf.load(CONF / "features" / f"{name}.yaml")
+    for part in ("word", "char"):
+        if cfg.get(part):
+            cfg[part].min_df = 1
+    fitted = Featurizer.from_config(cfg).fit(TRAIN)
+    x = fitted.transform(TRAIN + ["palabra nueva"])
+    assert sp.issparse(x) and x.dtype == np.float32
+    assert x.shape[1] == fitted.vocabulary_size
+    if name != "ngrams":  # char n-grams of unseen words may still match
+        assert x[-1].nnz == 0
+    restored = Featurizer.from_state(*fitted.state())
+    assert (restored.transform(TRAIN) != fitted.transform(TRAIN)).nnz == 0
+
+
+def test_onehot_is_binary_and_keeps_corpus_tokens():
+    fitted = Featurizer.from_config({"weighting": "binary", "word": {"min_df": 1}}).fit(["hola hola <user> <<url>>"])
+    assert set(fitted.vectorizers["word"].vocabulary_) == {"hola", "<user>", "<<url>>"}
+    assert fitted.transform(["hola hola"]).data.tolist() == [1.0]
+
+
+def test_sparse_linear_equals_dense_matmul():
+    x = sp.random(5, 7, density=0.4, format="csr", dtype=np.float32, random_state=0)
+    layer = SparseLinear(7, 3)
+    indices, offsets, weights, _ = csr_to_batch(x)
+    dense = torch_from(x) @ layer.weight + layer.bias
+    assert np.allclose(layer(indices, offsets, weights).detach().numpy(), dense.detach().numpy(), atol=1e-6)
+
+
+def torch_from(x):
+    import torch
+
+    return torch.from_numpy(x.toarray())
+
+
+def test_batches_cover_every_row_and_shuffle_by_seed():
+    x = sp.csr_matrix(np.eye(10, dtype=np.float32))
+    y = np.arange(10)
+    a, b = SparseBatches(x, y, 4, shuffle=True, seed=3), SparseBatches(x, y, 4, shuffle=True, seed=3)
+    first = [batch[3].tolist() for batch in a]
+    assert len(a) == 3 and sorted(sum(first, [])) == list(range(10))
+    assert first == [batch[3].tolist() for batch in b]
+    assert first != [batch[3].tolist() for batch in a]  # next epoch, new order
+
+
+def test_mlp_blocks_are_linear_prelu_dropout():
+    import torch
+
+    net = PReLUMLP(7, 3, hidden=8, depth=3, dropout=0.2)
+    kinds = [type(m).__name__ for m in net.hidden]
+    assert kinds == ["PReLU", "Dropout", "Linear", "PReLU", "Dropout", "Linear", "PReLU", "Dropout"]
+    x = sp.csr_matrix(np.ones((2, 7), dtype=np.float32))
+    assert net(*csr_to_batch(x)[:3]).shape == torch.Size([2, 3])

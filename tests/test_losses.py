@@ -1,0 +1,132 @@
+"""Every loss against its formula written out by hand on a small tensor."""
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from losslab.errors import ConfigError
+from losslab.losses import LOSSES, balanced_weights, build_loss
+from losslab.targets import one_hot
+
+LOGITS = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0], [-2.0, 1.5, 0.0], [0.0, 0.0, 0.0]])
+Y = torch.tensor([0, 2, 1, 1])
+N, C = LOGITS.shape
+
+
+def softmax_rows() -> list[list[float]]:
+    rows = []
+    for row in LOGITS.tolist():
+        exps = [math.exp(z) for z in row]
+        rows.append([e / sum(exps) for e in exps])
+    return rows
+
+
+def make(name: str, **params) -> torch.nn.Module:
+    return build_loss(OmegaConf.create({"name": name, **params}), class_counts=[1, 2, 1])
+
+
+def test_one_hot_and_smoothing():
+    assert one_hot(torch.tensor([2, 0]), 3).tolist() == [[0, 0, 1], [1, 0, 0]]
+    smoothed = one_hot(torch.tensor([1]), 4, smoothing=0.2)
+    assert smoothed[0].tolist() == pytest.approx([0.05, 0.85, 0.05, 0.05])
+    assert smoothed.sum().item() == pytest.approx(1.0)
+
+
+def test_ce_is_mean_negative_log_softmax_of_true_class():
+    p = softmax_rows()
+    expected = -sum(math.log(p[i][int(Y[i])]) for i in range(N)) / N
+    assert make("ce")(LOGITS, Y).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_ce_smooth_mixes_uniform_target():
+    p, eps = softmax_rows(), 0.1
+    expected = 0.0
+    for i in range(N):
+        target = [(1 - eps) * (c == int(Y[i])) + eps / C for c in range(C)]
+        expected -= sum(t * math.log(q) for t, q in zip(target, p[i]))
+    assert make("ce_smooth", label_smoothing=eps)(LOGITS, Y).item() == pytest.approx(expected / N, rel=1e-6)
+
+
+def test_ce_weighted_uses_balanced_training_frequencies():
+    counts = [1, 2, 1]
+    w = [4 / (3 * c) for c in counts]
+    assert balanced_weights(counts) == pytest.approx(w)
+    p = softmax_rows()
+    num = -sum(w[int(Y[i])] * math.log(p[i][int(Y[i])]) for i in range(N))
+    den = sum(w[int(Y[i])] for i in range(N))
+    assert make("ce_weighted")(LOGITS, Y).item() == pytest.approx(num / den, rel=1e-6)
+
+
+def test_bce_is_mean_binary_cross_entropy_of_sigmoids_vs_one_hot():
+    total = 0.0
+    for i, row in enumerate(LOGITS.tolist()):
+        for c, z in enumerate(row):
+            s, t = 1 / (1 + math.exp(-z)), float(c == int(Y[i]))
+            total -= t * math.log(s) + (1 - t) * math.log(1 - s)
+    assert make("bce")(LOGITS, Y).item() == pytest.approx(total / (N * C), rel=1e-6)
+
+
+def test_bce_probabilities_are_normalised_sigmoids():
+    probs = make("bce").probabilities(LOGITS)
+    s = torch.sigmoid(LOGITS)
+    assert torch.allclose(probs, s / s.sum(1, keepdim=True))
+
+
+def test_mse_is_mean_squared_error_of_softmax_vs_one_hot():
+    p = softmax_rows()
+    total = sum((p[i][c] - float(c == int(Y[i]))) ** 2 for i in range(N) for c in range(C))
+    assert make("mse")(LOGITS, Y).item() == pytest.approx(total / (N * C), rel=1e-6)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_kl_is_batchmean_divergence_from_target(smoothing):
+    p = softmax_rows()
+    total = 0.0
+    for i in range(N):
+        target = [(1 - smoothing) * (c == int(Y[i])) + smoothing / C for c in range(C)]
+        total += sum(t * (math.log(t) - math.log(q)) for t, q in zip(target, p[i]) if t > 0)
+    assert make("kl", smoothing=smoothing)(LOGITS, Y).item() == pytest.approx(total / N, rel=1e-6)
+
+
+def test_kl_with_one_hot_targets_equals_ce_and_its_gradient():
+    a, b = LOGITS.clone().requires_grad_(), LOGITS.clone().requires_grad_()
+    kl, ce = make("kl")(a, Y), make("ce")(b, Y)
+    kl.backward()
+    ce.backward()
+    assert kl.item() == pytest.approx(ce.item(), rel=1e-6)
+    assert torch.allclose(a.grad, b.grad, atol=1e-7)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_focal_down_weights_easy_examples(gamma):
+    p = softmax_rows()
+    expected = -sum((1 - p[i][int(Y[i])]) ** gamma * math.log(p[i][int(Y[i])]) for i in range(N)) / N
+    assert make("focal", gamma=gamma)(LOGITS, Y).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_losses_stay_finite_on_extreme_logits():
+    extreme = torch.tensor([[300.0, -300.0], [-300.0, 300.0]], requires_grad=True)
+    y = torch.tensor([1, 1])
+    for name in LOSSES:
+        value = build_loss(OmegaConf.create({"name": name}), class_counts=[1, 1])(extreme, y)
+        value.backward()
+        assert torch.isfinite(value) and torch.isfinite(extreme.grad).all(), name
+        extreme.grad = None
+
+
+def test_unknown_loss_lists_the_valid_ones():
+    with pytest.raises(ConfigError) as err:
+        make("hinge")
+    for name in ("ce", "bce", "mse", "kl", "focal", "ce_smooth", "ce_weighted"):
+        assert name in str(err.value)
+
+
+def test_every_loss_has_a_config_file():
+    from pathlib import Path
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "loss"
+    assert {p.stem for p in conf.glob("*.yaml")} == set(LOSSES)
+    for path in conf.glob("*.yaml"):
+        assert OmegaConf.load(path).name == path.stem
