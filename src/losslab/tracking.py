@@ -106,15 +106,49 @@ def _cpu_name() -> str:
 
 
 @contextlib.contextmanager
-def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator[Any]:
-    """Start a run; it ends FINISHED, or FAILED (``error`` tag) on an exception, KILLED on Ctrl-C."""
-    import mlflow
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise store creation/migration and experiment creation across processes (sqlite only).
+
+    Several processes creating one new sqlite store at once corrupt it, and racing
+    ``set_experiment`` calls misfile runs: every process takes this file lock for that step.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+    from pathlib import Path
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def experiment_id_for(uri: str, experiment: str) -> str:
+    """Open (creating or upgrading if needed) the store and return the experiment's id."""
     from mlflow.tracking import MlflowClient
 
+    with store_lock(uri):
+        return ensure_experiment(MlflowClient(uri), experiment, uri)
+
+
+@contextlib.contextmanager
+def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str],
+               parent_run_id: str | None = None) -> Iterator[Any]:
+    """Start a run (a child of ``parent_run_id`` if given); it ends FINISHED, or FAILED with an
+    ``error`` tag on an exception, or KILLED on Ctrl-C."""
+    import mlflow
+
     mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    experiment_id = ensure_experiment(client, experiment, uri)
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags))
+    experiment_id = experiment_id_for(uri, experiment)
+    tags = dict(tags)
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
     try:
         yield run
     except KeyboardInterrupt:

@@ -96,7 +96,8 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
             "dataset_md5": fs.dataset_md5, "dataset": str(cfg.data.name), **tracking.environment_tags(),
             **{str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}}
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    with tracking.mlflow_run(uri, str(cfg.tracking.experiment), str(cfg.tracking.run_name), tags) as run:
+    with tracking.mlflow_run(uri, str(cfg.tracking.experiment), str(cfg.tracking.run_name), tags,
+                             parent_run_id=cfg.tracking.get("parent_run_id")) as run:
         run_id = run.info.run_id
         mlflow.log_params(tracking.flatten_config(resolved))
         mlflow.log_params({f"dataset.{k}": v for k, v in fs.stats.items()} | {"vocabulary_size": fs.vocabulary_size})
