@@ -56,6 +56,8 @@ def test_batches_cover_every_row_and_shuffle_by_seed():
     first = [batch[3].tolist() for batch in a]
     assert len(a) == 3 and sorted(sum(first, [])) == list(range(10))
     assert first == [batch[3].tolist() for batch in b]
+    assert first == [batch[3].tolist() for batch in a]  # same epoch, same order
+    a.set_epoch(1)
     assert first != [batch[3].tolist() for batch in a]  # next epoch, new order
 
 

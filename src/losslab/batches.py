@@ -26,7 +26,10 @@ def csr_to_batch(x: sp.csr_matrix, y: np.ndarray | None = None) -> Batch:
 
 
 class SparseBatches:
-    """Iterable of batches over ``(x, y)``; reshuffled each pass with ``seed + epoch`` when ``shuffle``."""
+    """Iterable of batches over ``(x, y)``; reshuffled each pass with ``seed + epoch`` when ``shuffle``.
+
+    The trainer calls ``set_epoch`` at each epoch start, so a resumed run sees the same order.
+    """
 
     def __init__(self, x: sp.csr_matrix, y: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0,
                  drop_last: bool = False) -> None:
@@ -41,6 +44,9 @@ class SparseBatches:
         self.drop_last = drop_last
         self.epoch = 0
 
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
     def __len__(self) -> int:
         n = len(self.y)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
@@ -50,7 +56,6 @@ class SparseBatches:
         if self.shuffle:
             order = np.random.default_rng(self.seed + self.epoch).permutation(n)
             x, y = self.x[order], self.y[order]
-            self.epoch += 1
         else:
             x, y = self.x, self.y
         for i in range(len(self)):

@@ -61,3 +61,53 @@ class MLflowEpochLogger(Logger):
         batch = [Metric(key, float(value), now, epoch) for key, value in metrics.items() if key != "epoch"]
         if batch:
             self._client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+
+class GracefulStop(pl.Callback):
+    """SIGINT/SIGTERM during fit: finish the current epoch (so checkpoints stay consistent), then stop.
+
+    ``train`` sees ``signal_name`` set, saves a full checkpoint and ends the run KILLED; a
+    second signal stops at once.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        if self.signal_name is not None:
+            raise KeyboardInterrupt(f"second {signal.Signals(signum).name}")
+        self.signal_name = signal.Signals(signum).name
+        print(f"\n{self.signal_name} received: finishing this epoch, then saving a checkpoint "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.SIGNALS:
+            number = getattr(signal, name)
+            self._previous[number] = signal.signal(number, self._handle)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.signal_name is not None:
+            trainer.should_stop = True
+
+    def restore_handlers(self) -> None:
+        import signal
+
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.restore_handlers()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.restore_handlers()

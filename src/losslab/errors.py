@@ -22,6 +22,14 @@ class ConfigError(LosslabError):
     """A config value is missing or impossible."""
 
 
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM stopped training at an epoch boundary; a checkpoint was saved to resume from."""
+
+    def __init__(self, message: str, run_id: str = "") -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
 def debug_enabled() -> bool:
     """``LOSSLAB_DEBUG=1`` shows full tracebacks instead of one-line messages."""
     return os.environ.get("LOSSLAB_DEBUG", "") not in ("", "0", "false")

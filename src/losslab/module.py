@@ -13,7 +13,11 @@ from losslab.metrics import flatten, make_metrics
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or Inf."""
+    """The training loss became NaN or Inf (``epoch`` says when)."""
+
+    def __init__(self, message: str, epoch: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
 
 
 class TextClassifier(pl.LightningModule):
@@ -41,10 +45,29 @@ class TextClassifier(pl.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch[3]))
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        loader = self.trainer.train_dataloader
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(self.current_epoch)
+
     def on_train_epoch_end(self) -> None:
         value = self.trainer.callback_metrics.get("train/loss")
         if value is not None and not torch.isfinite(value):
-            raise NonFiniteLossError(f"train/loss is {value.item()} at epoch {self.current_epoch}")
+            raise NonFiniteLossError(f"train/loss is {value.item()} at epoch {self.current_epoch}",
+                                     epoch=self.current_epoch)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the RNG state (dropout) so a resumed run continues exactly as an uninterrupted one."""
+        checkpoint["losslab_rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["losslab_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("losslab_rng")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
 
     def _evaluate(self, batch: Batch, stage: str) -> torch.Tensor:
         logits = self(*batch[:3])

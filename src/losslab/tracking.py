@@ -138,30 +138,87 @@ def experiment_id_for(uri: str, experiment: str) -> str:
 
 @contextlib.contextmanager
 def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str],
-               parent_run_id: str | None = None) -> Iterator[Any]:
-    """Start a run (a child of ``parent_run_id`` if given); it ends FINISHED, or FAILED with an
-    ``error`` tag on an exception, or KILLED on Ctrl-C."""
+               parent_run_id: str | None = None, resume_run_id: str | None = None) -> Iterator[Any]:
+    """Start a run (a child of ``parent_run_id``; or reopen ``resume_run_id``).
+
+    It ends FINISHED; KILLED on Ctrl-C/SIGTERM; FAILED on any other exception, with the reason
+    in the ``error`` tag (and ``failure_epoch`` when the exception knows its epoch).
+    """
     import mlflow
 
+    from losslab.errors import TrainingInterrupted
+
     mlflow.set_tracking_uri(uri)
-    experiment_id = experiment_id_for(uri, experiment)
-    tags = dict(tags)
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    if resume_run_id:
+        run = mlflow.start_run(run_id=resume_run_id)
+    else:
+        tags = dict(tags)
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = mlflow.start_run(experiment_id=experiment_id_for(uri, experiment), run_name=run_name, tags=tags)
     try:
         yield run
-    except KeyboardInterrupt:
-        mlflow.set_tag("error", "interrupted")
+    except (KeyboardInterrupt, SystemExit, TrainingInterrupted) as exc:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("error", f"interrupted: {type(exc).__name__} {exc}"[:5000])
         mlflow.end_run("KILLED")
         raise
     except BaseException as exc:
         with contextlib.suppress(Exception):
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            if getattr(exc, "epoch", None) is not None:
+                mlflow.set_tag("failure_epoch", str(exc.epoch))  # type: ignore[attr-defined]
         mlflow.end_run("FAILED")
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+def check_store(uri: str) -> None:
+    """Fail fast, with the fix, when the tracking store cannot be reached or written."""
+    from losslab.errors import ConfigError
+
+    fix = "Set MLFLOW_TRACKING_URI (or tracking.uri) to a reachable, writable store, or unset it for the default."
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+        except OSError as exc:
+            raise ConfigError(f"tracking server {uri} is unreachable ({exc}). Start it (make server) or: {fix}") from None
+    elif uri.startswith("sqlite:///"):
+        import os
+        from pathlib import Path
+
+        db = Path(uri[len("sqlite:///"):])
+        parent = db.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"tracking store {uri}: cannot create {parent} ({exc.strerror}). {fix}") from None
+        target = db if db.exists() else parent
+        if not os.access(target, os.W_OK):
+            raise ConfigError(f"tracking store {uri}: {target} is read-only. {fix}")
+
+
+def resume_info(uri: str, run_id: str) -> tuple[Any, str]:
+    """The logged config and output dir of run ``run_id``, to resume it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from omegaconf import OmegaConf
+
+    from losslab.errors import ConfigError
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        run = mlflow.MlflowClient(uri).get_run(run_id)
+        text = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
+    except MlflowException as exc:
+        raise ConfigError(f"resume={run_id}: no such run with a config.yaml in {uri} ({exc.message}).") from None
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"resume={run_id}: the run already FINISHED; nothing to resume.")
+    output_dir = run.data.tags.get("output_dir", "")
+    return OmegaConf.create(text), output_dir
 
 
 def print_run(run_id: str, uri: str, metrics: Mapping[str, float], stream: Any = sys.stdout) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ class TrainResult:
     tracking_uri: str
     test_metrics: dict[str, float]
     best_val_f1_macro: float
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (also logged as time/*)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -50,91 +51,152 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("; ".join(problems) + ". Fix the override or the file in conf/.")
 
 
-def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None" = None) -> TrainResult:
-    """One full training run; the MLflow run ends FINISHED, or FAILED/KILLED with the reason.
+def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None" = None,
+          resume_run_id: str | None = None) -> TrainResult:
+    """One full training run; the MLflow run ends FINISHED, FAILED (with the reason) or KILLED.
 
     ``features`` lets a caller (a pipeline stage) pass prepared inputs; by default they are
     built from ``cfg.data`` / ``cfg.features`` (memoised per process, so sweeps featurize once).
+    ``resume_run_id`` reopens an interrupted run and continues from its checkpoint.
     """
     import mlflow
-    import numpy as np
-    import pytorch_lightning as pl
-    from hydra.utils import instantiate
-    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from losslab import tracking
-    from losslab.batches import SparseBatches
-    from losslab.bundle import save_bundle
-    from losslab.callbacks import EpochSummary, MLflowEpochLogger
-    from losslab.evaluation import write_test_artifacts
+    from losslab.errors import TrainingInterrupted
     from losslab.featureset import build_feature_set
-    from losslab.losses import build_loss
-    from losslab.model import PReLUMLP
-    from losslab.module import TextClassifier
-    from losslab.text import Normalizer
 
     check_config(cfg)
     output_dir = Path(output_dir)
     seed = int(cfg.seed)
-
+    uri = tracking.tracking_uri(cfg.tracking)
+    tracking.check_store(uri)
+    if not resume_run_id:
+        tracking.experiment_id_for(uri, str(cfg.tracking.experiment))  # creates the store once, before any work
     fs = features if features is not None else build_feature_set(cfg.data, cfg.features, seed)
-    batch, eval_batch = int(cfg.data.batch_size), int(cfg.data.eval_batch_size)
-    train_batches = SparseBatches(fs.x["train"], fs.y["train"], batch, shuffle=True, seed=seed)
-    val_batches = SparseBatches(fs.x["val"], fs.y["val"], eval_batch)
-    test_batches = SparseBatches(fs.x["test"], fs.y["test"], eval_batch)
+    _print_data_notes(fs.stats)
+    parts = _build(cfg, fs)
 
-    pl.seed_everything(seed, workers=True, verbose=False)  # init and dropout do not depend on featurizing
+    with tracking.mlflow_run(uri, str(cfg.tracking.experiment), str(cfg.tracking.run_name), _run_tags(cfg, fs),
+                             parent_run_id=cfg.tracking.get("parent_run_id"), resume_run_id=resume_run_id) as run:
+        run_id = run.info.run_id
+        if not resume_run_id:
+            mlflow.log_params(tracking.flatten_config(OmegaConf.to_container(cfg, resolve=True)))
+            mlflow.log_params({f"dataset.{k}": v for k, v in fs.stats.items()} | {"vocabulary_size": fs.vocabulary_size})
+            mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            mlflow.set_tag("output_dir", str(output_dir.resolve()))
+        trainer, checkpoint, stopper = _make_trainer(cfg, output_dir, run_id, uri)
+        mlflow.set_tags(tracking.device_tags(trainer.strategy.root_device))
+
+        interrupted_ckpt = output_dir / "checkpoints" / "interrupted.ckpt"
+        resume_from = str(interrupted_ckpt) if resume_run_id else None
+        start = time.perf_counter()
+        trainer.fit(parts.module, parts.train, parts.val, ckpt_path=resume_from)
+        fit_seconds = time.perf_counter() - start
+        if stopper.signal_name:
+            trainer.save_checkpoint(interrupted_ckpt)
+            mlflow.set_tags({"interrupted_at_epoch": str(trainer.current_epoch), "checkpoint": str(interrupted_ckpt)})
+            raise TrainingInterrupted(f"{stopper.signal_name} after epoch {trainer.current_epoch - 1}; checkpoint "
+                                      f"{interrupted_ckpt}. Resume with: python -m losslab.train resume={run_id}",
+                                      run_id)
+        trainer.test(parts.module, parts.test, ckpt_path="best", verbose=False)
+        test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        best_val = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
+        mlflow.log_metrics({"fit_seconds": fit_seconds, "best_val/f1_macro": best_val,
+                            "train_samples_per_second": len(fs.y["train"]) * trainer.current_epoch
+                            / max(fit_seconds, 1e-9)})
+        mlflow.set_tag("best_epoch", _epoch_of(checkpoint))
+        _log_artifacts(cfg, fs, parts, output_dir / "artifacts")
+
+    tracking.print_run(run_id, uri, test_metrics)
+    return TrainResult(run_id, uri, test_metrics, best_val)
+
+
+@dataclass
+class _Parts:
+    module: Any
+    train: Any
+    val: Any
+    test: Any
+    model_params: dict[str, Any]
+
+
+def _build(cfg: DictConfig, fs: "FeatureSet") -> _Parts:
+    """Batches, network, loss, optimiser → the LightningModule (seeded: same seed, same init)."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from losslab.batches import SparseBatches
+    from losslab.losses import build_loss
+    from losslab.model import PReLUMLP
+    from losslab.module import TextClassifier
+
+    seed = int(cfg.seed)
+    batch, eval_batch = int(cfg.data.batch_size), int(cfg.data.eval_batch_size)
+    pl.seed_everything(seed, workers=True, verbose=False)
     loss = build_loss(cfg.loss, fs.class_counts())
     model_params = {k: cfg.model[k] for k in ("hidden", "depth", "dropout")}
     net = PReLUMLP(fs.vocabulary_size, fs.num_classes, **model_params)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = TextClassifier(net, loss, instantiate(cfg.optimizer), fs.class_names, scheduler)
+    return _Parts(module, SparseBatches(fs.x["train"], fs.y["train"], batch, shuffle=True, seed=seed),
+                  SparseBatches(fs.x["val"], fs.y["val"], eval_batch),
+                  SparseBatches(fs.x["test"], fs.y["test"], eval_batch), model_params)
 
-    uri = tracking.tracking_uri(cfg.tracking)
+
+def _make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, uri: str) -> tuple[Any, Any, Any]:
+    """The configured Trainer with the best-val-F1 checkpoint, the epoch summary and graceful stop."""
+    from hydra.utils import instantiate
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from losslab.callbacks import EpochSummary, GracefulStop, MLflowEpochLogger
+
+    checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best-epoch{epoch}",
+                                 auto_insert_metric_name=False, monitor="val/f1_macro", mode="max", save_top_k=1,
+                                 save_weights_only=True)
+    stopper = GracefulStop()
+    extra = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer = instantiate(cfg.trainer, callbacks=[checkpoint, EpochSummary(), stopper, *extra],
+                          logger=MLflowEpochLogger(run_id, uri), default_root_dir=str(output_dir))
+    return trainer, checkpoint, stopper
+
+
+def _run_tags(cfg: DictConfig, fs: "FeatureSet") -> dict[str, str]:
+    from losslab import tracking
+
     commit, dirty = tracking.git_state()
-    tags = {"loss": str(cfg.loss.name), "seed": str(seed), "git_commit": commit, "git_dirty": str(dirty).lower(),
+    return {"loss": str(cfg.loss.name), "seed": str(cfg.seed), "git_commit": commit, "git_dirty": str(dirty).lower(),
             "dataset_md5": fs.dataset_md5, "dataset": str(cfg.data.name), **tracking.environment_tags(),
             **{str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}}
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    with tracking.mlflow_run(uri, str(cfg.tracking.experiment), str(cfg.tracking.run_name), tags,
-                             parent_run_id=cfg.tracking.get("parent_run_id")) as run:
-        run_id = run.info.run_id
-        mlflow.log_params(tracking.flatten_config(resolved))
-        mlflow.log_params({f"dataset.{k}": v for k, v in fs.stats.items()} | {"vocabulary_size": fs.vocabulary_size})
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
-        checkpoint = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="best-epoch{epoch}", auto_insert_metric_name=False, monitor="val/f1_macro",
-                                     mode="max", save_top_k=1, save_weights_only=True)
-        trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[checkpoint, EpochSummary()],
-                                          logger=MLflowEpochLogger(run_id, uri),
-                                          default_root_dir=str(output_dir))
-        mlflow.set_tags(tracking.device_tags(trainer.strategy.root_device))
 
-        start = time.perf_counter()
-        trainer.fit(module, train_batches, val_batches)
-        fit_seconds = time.perf_counter() - start
-        trainer.test(module, test_batches, ckpt_path="best", verbose=False)
+def _log_artifacts(cfg: DictConfig, fs: "FeatureSet", parts: _Parts, directory: Path) -> None:
+    """Test report + confusion matrix, and the model bundle, as run artifacts."""
+    import mlflow
+    import numpy as np
 
-        test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        best_val = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
-        epochs_run = trainer.current_epoch
-        mlflow.log_metrics({"fit_seconds": fit_seconds, "best_val/f1_macro": best_val,
-                            "train_samples_per_second": len(fs.y["train"]) * epochs_run / max(fit_seconds, 1e-9)})
-        mlflow.set_tag("best_epoch", _epoch_of(checkpoint))
+    from losslab.bundle import save_bundle
+    from losslab.evaluation import write_test_artifacts
+    from losslab.text import Normalizer
 
-        probs = np.concatenate([p.numpy() for p in module.test_probs])
-        targets = np.concatenate([t.numpy() for t in module.test_targets])
-        artifacts = output_dir / "artifacts"
-        write_test_artifacts(artifacts / "evaluation", probs, targets, fs.class_names,
-                             title=f"{cfg.tracking.run_name} — test")
-        save_bundle(artifacts / "model", featurizer=fs.featurizer, net=module.net.cpu(), class_names=fs.class_names,
-                    normalizer=Normalizer(**dict(cfg.data.normalize)), model_params=model_params,
-                    activation=loss.activation)
-        mlflow.log_artifacts(str(artifacts / "evaluation"), "evaluation")
-        mlflow.log_artifacts(str(artifacts / "model"), "model")
+    module = parts.module
+    probs = np.concatenate([p.numpy() for p in module.test_probs])
+    targets = np.concatenate([t.numpy() for t in module.test_targets])
+    write_test_artifacts(directory / "evaluation", probs, targets, fs.class_names,
+                         title=f"{cfg.tracking.run_name} — test")
+    save_bundle(directory / "model", featurizer=fs.featurizer, net=module.net.cpu(), class_names=fs.class_names,
+                normalizer=Normalizer(**dict(cfg.data.normalize)), model_params=parts.model_params,
+                activation=module.loss.activation)
+    mlflow.log_artifacts(str(directory / "evaluation"), "evaluation")
+    mlflow.log_artifacts(str(directory / "model"), "model")
 
-    tracking.print_run(run_id, uri, test_metrics)
-    return TrainResult(run_id, uri, test_metrics, best_val)
+
+def _print_data_notes(stats: dict[str, int]) -> None:
+    notes = [f"{stats[k]} empty text(s) dropped from the {k.split('_')[0]} file" for k in
+             ("train_empty_dropped", "test_empty_dropped") if stats.get(k)]
+    if stats.get("train_duplicates"):
+        notes.append(f"{stats['train_duplicates']} duplicated text(s) in the training file (kept; see dataset.* params)")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _epoch_of(checkpoint: Any) -> str:
@@ -150,13 +212,34 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the best validation macro-F1 (what a sweeper maximises)."""
     from hydra.core.hydra_config import HydraConfig
 
+    from losslab.errors import TrainingInterrupted
+
     try:
+        if cfg.get("resume"):
+            return resume(str(cfg.resume), cfg).best_val_f1_macro
         return train(cfg, HydraConfig.get().runtime.output_dir).best_val_f1_macro
     except LosslabError as exc:
         if debug_enabled():
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except TrainingInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        sys.exit(130)
+
+
+def resume(run_id: str, cfg: DictConfig | None = None) -> TrainResult:
+    """Continue interrupted run ``run_id`` from its checkpoint, with the config it was started with."""
+    from losslab import tracking
+
+    uri = tracking.tracking_uri(cfg.tracking if cfg is not None else None)
+    logged, output_dir = tracking.resume_info(uri, run_id)
+    checkpoint = Path(output_dir) / "checkpoints" / "interrupted.ckpt"
+    if not checkpoint.is_file():
+        raise ConfigError(f"resume={run_id}: no checkpoint at {checkpoint} (the run was not interrupted by "
+                          "SIGINT/SIGTERM, or its output directory was removed).")
+    logged.tracking.uri = uri
+    return train(logged, output_dir, resume_run_id=run_id)
 
 
 if __name__ == "__main__":
