@@ -59,11 +59,15 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
     built from ``cfg.data`` / ``cfg.features`` (memoised per process, so sweeps featurize once).
     ``resume_run_id`` reopens an interrupted run and continues from its checkpoint.
     """
+    started = time.perf_counter()
     import mlflow
+    import pytorch_lightning  # noqa: F401  (here, so that time/imports_seconds counts it)
 
     from losslab import tracking
     from losslab.errors import TrainingInterrupted
     from losslab.featureset import build_feature_set
+
+    timings = {"imports": time.perf_counter() - started}
 
     check_config(cfg)
     output_dir = Path(output_dir)
@@ -72,9 +76,11 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
     tracking.check_store(uri)
     if not resume_run_id:
         tracking.experiment_id_for(uri, str(cfg.tracking.experiment))  # creates the store once, before any work
+    mark = time.perf_counter()
     fs = features if features is not None else build_feature_set(cfg.data, cfg.features, seed)
     _print_data_notes(fs.stats)
     parts = _build(cfg, fs)
+    timings["data"] = time.perf_counter() - mark
 
     with tracking.mlflow_run(uri, str(cfg.tracking.experiment), str(cfg.tracking.run_name), _run_tags(cfg, fs),
                              parent_run_id=cfg.tracking.get("parent_run_id"), resume_run_id=resume_run_id) as run:
@@ -98,7 +104,9 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
             raise TrainingInterrupted(f"{stopper.signal_name} after epoch {trainer.current_epoch - 1}; checkpoint "
                                       f"{interrupted_ckpt}. Resume with: python -m losslab.train resume={run_id}",
                                       run_id)
+        mark = time.perf_counter()
         trainer.test(parts.module, parts.test, ckpt_path="best", verbose=False)
+        timings |= {"fit": fit_seconds, "test": time.perf_counter() - mark}
         test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         best_val = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
         mlflow.log_metrics({"fit_seconds": fit_seconds, "best_val/f1_macro": best_val,
@@ -106,9 +114,11 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
                             / max(fit_seconds, 1e-9)})
         mlflow.set_tag("best_epoch", _epoch_of(checkpoint))
         _log_artifacts(cfg, fs, parts, output_dir / "artifacts")
+        timings["logging"] = time.perf_counter() - started - sum(timings.values())  # store, params, artifacts
+        mlflow.log_metrics({f"time/{k}_seconds": v for k, v in timings.items()})
 
     tracking.print_run(run_id, uri, test_metrics)
-    return TrainResult(run_id, uri, test_metrics, best_val)
+    return TrainResult(run_id, uri, test_metrics, best_val, timings)
 
 
 @dataclass
