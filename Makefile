@@ -38,7 +38,7 @@ predict: setup ## classify a text with a logged model: make predict RUN=<run id>
 ui: setup ## MLflow UI on the project store: make ui [PORT=5000]
 	$(PY) -m losslab.ui --host $(HOST) --port $(PORT)
 
-test: setup ## run every test, slow end-to-end ones included (CI runs this)
+test: setup browser-deps ## run every test, slow end-to-end ones included (CI runs this)
 	$(PY) -m pytest
 
 test-fast: setup ## skip the slow end-to-end tests
@@ -52,3 +52,21 @@ lock: ## re-resolve the stack and rewrite constraints.txt (after editing pyproje
 
 clean: ## remove Hydra outputs and caches (keeps .venv, data and the MLflow store)
 	rm -rf outputs multirun .pytest_cache
+
+# --- sweeps, the comparison report, the browser check of the MLflow UI --------------------------
+SWEEP ?= losses
+SWEEP_JOBS ?= 1
+EXPERIMENT ?=
+SWEEP_ID ?=
+SUDO := $(shell test "$$(id -u)" -eq 0 || echo sudo)
+.PHONY: sweep report browser-deps
+
+sweep: setup ## every loss over seeds + report: make sweep [SWEEP=losses|quick|grid|search] [SWEEP_JOBS=2] [ARGS=...]
+	$(PY) -m losslab.sweep $(SWEEP) --jobs $(SWEEP_JOBS) $(ARGS)
+
+report: setup ## rebuild a sweep's report from the store: make report [EXPERIMENT=mex-a3t] [SWEEP_ID=<id>]
+	$(PY) -m losslab.report $(if $(EXPERIMENT),--experiment "$(EXPERIMENT)") $(if $(SWEEP_ID),--sweep-id "$(SWEEP_ID)")
+
+browser-deps: ## Debian chromium + chromedriver for the browser test (apt-get, only when missing)
+	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver; }

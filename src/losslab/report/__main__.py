@@ -1,0 +1,35 @@
+"""``python -m losslab.report``: (re)build a sweep's comparison report from the MLflow store."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from losslab.errors import friendly_exit
+from losslab.paths import default_tracking_uri
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m losslab.report", description=__doc__)
+    parser.add_argument("--experiment", default=None, help="MLflow experiment (default: tracking.experiment in conf/)")
+    parser.add_argument("--sweep-id", default=None, help="the sweep to report (default: the latest in the experiment)")
+    parser.add_argument("--tracking-uri", default=None, help="store (default: $MLFLOW_TRACKING_URI, else the project's)")
+    parser.add_argument("--output", default=None, help="reports folder (default: <project>/reports)")
+    parser.add_argument("--baseline", default=None, help="loss every other is compared with (default: ce)")
+    parser.add_argument("--no-log", action="store_true", help="do not log the report on the parent run")
+    return parser.parse_args(argv)
+
+
+@friendly_exit
+def main(argv: Sequence[str] | None = None) -> None:
+    from losslab.report.build import write_report
+
+    args = parse_args(argv)
+    settings = {"baseline": args.baseline} if args.baseline else None
+    out = write_report(args.tracking_uri or default_tracking_uri(), sweep_id=args.sweep_id, experiment=args.experiment,
+                       reports_dir=args.output, log_to_parent=not args.no_log, settings=settings)
+    print(f"open {out / 'report.html'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Hydra callback that wraps a multirun in one MLflow parent run (``conf/sweep/_common.yaml``).
+
+At multirun start (main process, before any job): create the experiment once, open the parent
+run, and hand its id and the ``sweep_id`` to every job through ``hydra.job.env_set`` (Hydra
+sets those variables around each job, in whichever process runs it; the sweep config reads
+them with ``${oc.env:...}``). At multirun end: write the report, log it on the parent, close
+the parent. If the multirun dies first (a failed job, Ctrl-C), an ``atexit`` hook still closes
+the parent as FAILED, so no run is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from losslab.sweep import PARENT_ENV, SWEEP_ID_ENV, SweepParent, finish_parent, start_parent
+
+
+class SweepParentRun(Callback):
+    """See the module docstring; ``report`` and ``reports_dir`` come from ``sweep.*``."""
+
+    def __init__(self, report: bool = True, reports_dir: str | None = None) -> None:
+        self.report = report
+        self.reports_dir = reports_dir
+        self.parent: SweepParent | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from losslab.tracking import tracking_uri
+
+        uri = tracking_uri(config.tracking)
+        name = str(OmegaConf.select(config, "sweep.name", default="sweep"))
+        params = {f"sweep.{k}": v for k, v in (OmegaConf.select(config, "hydra.sweeper.params") or {}).items()}
+        params["sweep.overrides"] = " ".join(OmegaConf.to_container(config.hydra.overrides.task))
+        params["sweep.launcher"] = str(OmegaConf.select(config, "hydra.launcher._target_"))
+        params["sweep.n_jobs"] = str(OmegaConf.select(config, "hydra.launcher.n_jobs", default=1))
+        self.parent = start_parent(uri, str(config.tracking.experiment), name, params)
+        os.environ[PARENT_ENV] = self.parent.run_id
+        os.environ[SWEEP_ID_ENV] = self.parent.sweep_id
+        # Every job's config is recomposed from hydra.overrides.hydra + its own overrides:
+        # env_set entries there reach each job, in this process or a launcher's worker.
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{PARENT_ENV}={self.parent.run_id}")
+            config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{SWEEP_ID_ENV}={self.parent.sweep_id}")
+        atexit.register(self._close_if_open, "the multirun stopped before its end (see the error above)")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._close_if_open(None)
+
+    def _close_if_open(self, failed: str | None) -> None:
+        parent, self.parent = self.parent, None
+        if parent is None:
+            return
+        finish_parent(parent, report=self.report and failed is None, reports_dir=self.reports_dir, failed=failed)
+        for key in (PARENT_ENV, SWEEP_ID_ENV):
+            os.environ.pop(key, None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The callback travels to launcher workers inside Hydra's context: they must not close the parent.
+        return {"report": self.report, "reports_dir": self.reports_dir, "parent": None}
+
