@@ -85,7 +85,8 @@ class GracefulStop(pl.Callback):
         print(f"\n{self.signal_name} received: finishing this epoch, then saving a checkpoint "
               "(send it again to stop at once)", file=sys.stderr, flush=True)
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Installed after Lightning's own SIGTERM handler (which would abort mid-epoch) and replaces it."""
         import signal
         import threading
 

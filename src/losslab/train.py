@@ -100,7 +100,7 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
         fit_seconds = time.perf_counter() - start
         if stopper.signal_name:
             trainer.save_checkpoint(interrupted_ckpt)
-            mlflow.set_tags({"interrupted_at_epoch": str(trainer.current_epoch), "checkpoint": str(interrupted_ckpt)})
+            mlflow.set_tags({"completed_epochs": str(trainer.current_epoch), "checkpoint": str(interrupted_ckpt)})
             raise TrainingInterrupted(f"{stopper.signal_name} after epoch {trainer.current_epoch - 1}; checkpoint "
                                       f"{interrupted_ckpt}. Resume with: python -m losslab.train resume={run_id}",
                                       run_id)
