@@ -221,8 +221,9 @@ def resume_info(uri: str, run_id: str) -> tuple[Any, str]:
     return OmegaConf.create(text), output_dir
 
 
-def print_run(run_id: str, uri: str, metrics: Mapping[str, float], stream: Any = sys.stdout) -> None:
-    """The end-of-training summary a user reads."""
+def print_run(run_id: str, uri: str, metrics: Mapping[str, float], stream: Any = None) -> None:
+    """The end-of-training summary a user reads (on ``sys.stdout`` as it is at call time)."""
+    stream = stream or sys.stdout
     print("\nTest metrics (best validation checkpoint):", file=stream)
     for key in sorted(metrics):
         print(f"  {key:<24} {metrics[key]:.4f}", file=stream)
