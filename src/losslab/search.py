@@ -101,7 +101,7 @@ def run_search(overrides: Sequence[str], jobs: int = 1) -> list[dict[str, Any]]:
               "sweep.space": OmegaConf.to_yaml(search.space), "sweep.overrides": " ".join(overrides),
               "sweep.n_jobs": jobs}
     parent = start_parent(uri, str(cfg.tracking.experiment), "search", params)
-    base = [*overrides, f"tracking.uri={uri}", f"tracking.parent_run_id={parent.run_id}",
+    base = [*overrides, f"tracking.parent_run_id={parent.run_id}",
             f"tracking.tags.sweep_id={parent.sweep_id}"]
     output_dir = Path("outputs/search") / f"{time.strftime('%Y-%m-%d')}" / parent.sweep_id
     failed = None

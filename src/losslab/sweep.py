@@ -162,9 +162,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_search(args.overrides, jobs=args.jobs)
         return
     from losslab import train
+    from losslab.sweep_callbacks import close_open_sweeps
 
-    sys.argv = [sys.argv[0], *hydra_argv(args.name, args.jobs, args.overrides)]
-    train.main()
+    saved, sys.argv = sys.argv, [sys.argv[0], *hydra_argv(args.name, args.jobs, args.overrides)]
+    try:
+        train.main()  # Hydra parses sys.argv
+    except BaseException as exc:
+        close_open_sweeps(f"the multirun stopped: {type(exc).__name__}: {exc}"[:500])
+        raise
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ run, and hand its id and the ``sweep_id`` to every job through ``hydra.job.env_s
 sets those variables around each job, in whichever process runs it; the sweep config reads
 them with ``${oc.env:...}``). At multirun end: write the report, log it on the parent, close
 the parent. If the multirun dies first (a failed job, Ctrl-C), an ``atexit`` hook still closes
-the parent as FAILED, so no run is left RUNNING.
+the parent as FAILED, so no run is left RUNNING (``losslab.sweep`` closes it at once, via
+``close_open_sweeps``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from losslab.sweep import PARENT_ENV, SWEEP_ID_ENV, SweepParent, finish_parent, start_parent
+
+
+_OPEN: list["SweepParentRun"] = []
+
+
+def close_open_sweeps(reason: str) -> None:
+    """End every parent run this process opened and did not close yet (FAILED, with ``reason``)."""
+    for callback in list(_OPEN):
+        callback._close_if_open(reason)
 
 
 class SweepParentRun(Callback):
@@ -45,6 +55,7 @@ class SweepParentRun(Callback):
         with read_write(config.hydra), open_dict(config.hydra):
             config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{PARENT_ENV}={self.parent.run_id}")
             config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{SWEEP_ID_ENV}={self.parent.sweep_id}")
+        _OPEN.append(self)
         atexit.register(self._close_if_open, "the multirun stopped before its end (see the error above)")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -52,6 +63,8 @@ class SweepParentRun(Callback):
 
     def _close_if_open(self, failed: str | None) -> None:
         parent, self.parent = self.parent, None
+        if self in _OPEN:
+            _OPEN.remove(self)
         if parent is None:
             return
         finish_parent(parent, report=self.report and failed is None, reports_dir=self.reports_dir, failed=failed)

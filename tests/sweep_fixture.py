@@ -1,0 +1,54 @@
+"""One real parallel sweep per test session, shared by test_sweep, test_report and test_browser.
+
+``make sweep SWEEP=quick SWEEP_JOBS=2`` on tiny synthetic data: ``python -m losslab.sweep quick --jobs 2``
+(Hydra multirun, joblib launcher, 2 worker processes) into a fresh sqlite store in a temp dir.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, synthetic_rows, write_table
+
+EXPERIMENT = "sweep-test"
+LOSSES = ["mse", "bce", "ce", "kl"]
+SEEDS = [0, 1]
+
+
+@dataclass
+class SweepStore:
+    uri: str
+    root: Path
+    reports: Path
+    result: subprocess.CompletedProcess
+
+
+def tiny_data(directory: Path) -> list[str]:
+    """Two-class synthetic tweets (string labels) and the overrides that use them with a tiny model."""
+    train = write_table(directory / "train.csv", synthetic_rows(160, ["calm", "aggressive"], seed=1), "csv")
+    test = write_table(directory / "test.csv", synthetic_rows(60, ["calm", "aggressive"], seed=2), "csv")
+    return ["data=custom", f"data.train_path={train}", f"data.test_path={test}", "features.word.min_df=1",
+            "model.hidden=16", "optimizer.lr=0.01", "data.batch_size=32", "trainer.accelerator=cpu"]
+
+
+def run_sweep(root: Path, name: str, jobs: int, *extra: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSLAB_DEBUG")}
+    command = [sys.executable, "-m", "losslab.sweep", name, "--jobs", str(jobs), *tiny_data(root),
+               f"tracking.uri=sqlite:///{root / 'mlflow.db'}", f"tracking.experiment={EXPERIMENT}",
+               f"sweep.reports_dir={root / 'reports'}", f"hydra.sweep.dir={root / 'multirun'}", *extra]
+    return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def quick_sweep(tmp_path_factory: pytest.TempPathFactory) -> SweepStore:
+    root = tmp_path_factory.mktemp("quick-sweep")
+    result = run_sweep(root, "quick", 2)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert ROOT.is_dir()
+    return SweepStore(f"sqlite:///{root / 'mlflow.db'}", root, root / "reports", result)
