@@ -70,3 +70,20 @@ report: setup ## rebuild a sweep's report from the store: make report [EXPERIMEN
 browser-deps: ## Debian chromium + chromedriver for the browser test (apt-get, only when missing)
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
+
+# --- the DVC pipeline: prepare → featurize → train@<loss> → compare (dvc.yaml) -----------------
+S ?=
+WITH_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+.PHONY: params repro exp plots
+
+params: setup ## compose conf/pipeline.yaml into params.yaml (as dvc exp run does)
+	$(PY) -m losslab.stages.params
+
+repro: params ## rebuild every loss's model, metrics and reports/losses.md; a second run does nothing
+	$(WITH_VENV) $(DVC) repro
+
+exp: setup ## a pipeline variant without editing files: make exp S="loss=kl model.hidden=512"
+	$(WITH_VENV) $(DVC) exp run $(addprefix -S ,$(S))
+
+plots: setup ## learning curves + confusion matrices as HTML in dvc_plots/index.html
+	$(WITH_VENV) $(DVC) plots show
