@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, synthetic_rows, write_table
+from conftest import synthetic_rows, write_table
 
 EXPERIMENT = "sweep-test"
 LOSSES = ["mse", "bce", "ce", "kl"]
@@ -45,10 +45,15 @@ def run_sweep(root: Path, name: str, jobs: int, *extra: str, timeout: int = 400)
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+_DONE: list[SweepStore] = []
+
+
 @pytest.fixture(scope="session")
 def quick_sweep(tmp_path_factory: pytest.TempPathFactory) -> SweepStore:
-    root = tmp_path_factory.mktemp("quick-sweep")
-    result = run_sweep(root, "quick", 2)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert ROOT.is_dir()
-    return SweepStore(f"sqlite:///{root / 'mlflow.db'}", root, root / "reports", result)
+    """Imported by several test modules (each gets its own fixture definition): the sweep runs once."""
+    if not _DONE:
+        root = tmp_path_factory.mktemp("quick-sweep")
+        result = run_sweep(root, "quick", 2)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        _DONE.append(SweepStore(f"sqlite:///{root / 'mlflow.db'}", root, root / "reports", result))
+    return _DONE[0]
