@@ -100,7 +100,7 @@ def report_markdown(params: Any, results: dict[str, dict[str, float]], summary: 
                   f" (details in `reports/data.md`). Model: PReLU MLP, hidden {params.model.hidden}, "
                   f"depth {params.model.depth}, dropout {params.model.dropout}; seed {params.seed}; "
                   f"{params.trainer.max_epochs} epochs, test metrics from the best validation macro-F1 epoch.", ""]
-    head = ["rank", "loss", "settings", "val macro-F1", "test macro-F1", *(c.replace("test/", "test ") for c in classes),
+    head = ["rank", "loss", "settings", "val macro-F1", "macro-F1", *(c.replace("test/f1_", "F1 ") for c in classes),
             "accuracy", "AUROC", "ECE", "NLL", "best epoch"]
     if reference:
         head.append(f"Δ macro-F1 vs {reference}")
@@ -113,7 +113,8 @@ def report_markdown(params: Any, results: dict[str, dict[str, float]], summary: 
         if reference:
             cells.append(f"{row['delta_f1_macro']:+.4f}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Ranked by the best validation macro-F1 (`{RANK_BY}`); the test split is only reported.",
+    lines += ["", f"Ranked by the best validation macro-F1 (`{RANK_BY}`); every other column is the test split "
+              "(`metrics/test/<loss>.json`), which is only reported, never used to choose.",
               f"Reference loss: `{reference}` (`loss.name` in params.yaml; `dvc exp run -S loss=<name>` changes it)."
               if reference else "The reference loss (`loss.name`) is not among the trained losses.", ""]
     note, _ = kl_ce_note(params, results)
