@@ -100,6 +100,10 @@ def report_markdown(params: Any, results: dict[str, dict[str, float]], summary: 
                   f" (details in `reports/data.md`). Model: PReLU MLP, hidden {params.model.hidden}, "
                   f"depth {params.model.depth}, dropout {params.model.dropout}; seed {params.seed}; "
                   f"{params.trainer.max_epochs} epochs, test metrics from the best validation macro-F1 epoch.", ""]
+        shares = class_shares(splits)
+        if shares:
+            lines += [f"Class shares: {shares}. A prior that differs between train and test moves the "
+                      "per-class F1 of every loss; compare the rows with each other.", ""]
     head = ["rank", "loss", "settings", "val macro-F1", "macro-F1", *(c.replace("test/f1_", "F1 ") for c in classes),
             "accuracy", "AUROC", "ECE", "NLL", "best epoch"]
     if reference:
@@ -125,6 +129,17 @@ def report_markdown(params: Any, results: dict[str, dict[str, float]], summary: 
     return "\n".join(lines)
 
 
+def class_shares(splits: dict[str, dict[str, int]]) -> str:
+    """``train: aggressive 35.5%, …; test: …`` from the prepare stage's counts."""
+    parts = []
+    for name in ("train", "test"):
+        counts = {k: v for k, v in splits.get(name, {}).items() if k != "rows"}
+        total = sum(counts.values())
+        if total:
+            parts.append(f"{name} " + ", ".join(f"{k} {100 * v / total:.1f}%" for k, v in counts.items()))
+    return "; ".join(parts)
+
+
 def _relative(target: Path, report: Path) -> str:
     import os
 
@@ -143,10 +158,12 @@ def plot_curves(curves_dir: Path, keys: list[str], out: Path, metric: str = "val
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    for key in keys:
+    styles = ("-", "--", ":", "-.")  # equal curves (kl = ce with one-hot targets) stay visible
+    for i, key in enumerate(keys):
         with (curves_dir / f"{key}.csv").open(newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r.get(metric)]
-        ax.plot([int(r["epoch"]) for r in rows], [float(r[metric]) for r in rows], marker="o", ms=3, label=key)
+        ax.plot([int(r["epoch"]) for r in rows], [float(r[metric]) for r in rows], marker="o", ms=3,
+                linestyle=styles[i % len(styles)], label=key)
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.set_title("validation macro-F1 per epoch")
