@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $@
 
+# pull only the data: the pipeline's outputs (dvc.lock) are rebuilt by `make repro`, not in the remote
 $(DATA): | $(STAMP)
-	$(DVC) pull
+	$(DVC) pull data.dvc
 
 setup: $(STAMP) $(DATA) ## create .venv, install the locked stack, dvc pull the data
 
