@@ -39,7 +39,7 @@ predict: setup ## classify a text with a logged model: make predict RUN=<run id>
 ui: setup ## MLflow UI on the project store: make ui [PORT=5000]
 	$(PY) -m losslab.ui --host $(HOST) --port $(PORT)
 
-test: setup browser-deps ## run every test, slow end-to-end ones included (CI runs this)
+test: setup browser-deps postgres-deps ## run every test, slow end-to-end ones included (CI runs this)
 	$(PY) -m pytest
 
 test-fast: setup ## skip the slow end-to-end tests
@@ -88,3 +88,29 @@ exp: setup ## a pipeline variant without editing files: make exp S="loss=kl mode
 
 plots: setup ## learning curves + confusion matrices as HTML in dvc_plots/index.html
 	$(WITH_VENV) $(DVC) plots show
+
+# --- team setup: MLflow server on PostgreSQL, model registry and serving ------------------------
+# make server prints `export MLFLOW_TRACKING_URI=...` on stdout (eval "$$(make -s server)" sets it).
+MODEL ?=
+.PHONY: server server-stop server-status register serve postgres-deps
+
+postgres-deps: ## Debian postgresql for make server and its test (apt-get, only when missing)
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
+
+server: setup postgres-deps ## MLflow server on PostgreSQL under .run/, returns when up: make server [PORT=5000]
+	@$(PY) -m losslab.server start $(if $(filter command line,$(origin PORT)),--port $(PORT))
+
+server-stop: setup ## stop exactly what make server started (the database and artifacts stay in .run/)
+	@$(PY) -m losslab.server stop
+
+server-status: setup ## is the make server server up? (prints its export line when it is)
+	@$(PY) -m losslab.server status
+
+register: setup ## best run of a sweep -> models:/<name>@champion: make register [SWEEP_ID=<id>] [EXPERIMENT=..] [MODEL=..]
+	$(PY) -m losslab.registry register $(if $(SWEEP_ID),--sweep-id "$(SWEEP_ID)") \
+	  $(if $(EXPERIMENT),--experiment "$(EXPERIMENT)") $(if $(MODEL),--model "$(MODEL)")
+
+serve: setup ## serve models:/<MODEL>@champion on 127.0.0.1: make serve [MODEL=losslab-mex-a3t] [PORT=5002]
+	$(PY) -m losslab.registry serve $(if $(MODEL),--model "$(MODEL)") \
+	  $(if $(EXPERIMENT),--experiment "$(EXPERIMENT)") $(if $(filter command line,$(origin PORT)),--port $(PORT))
