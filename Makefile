@@ -89,6 +89,14 @@ exp: setup ## a pipeline variant without editing files: make exp S="loss=kl mode
 plots: setup ## learning curves + confusion matrices as HTML in dvc_plots/index.html
 	$(WITH_VENV) $(DVC) plots show
 
+# --- benchmarks: one table + bench/results.json (issue 6) -----------------------------------------
+ACCELERATOR ?= cpu
+BENCH_ARGS ?=
+.PHONY: bench
+
+bench: setup ## performance table + bench/results.json: make bench [ACCELERATOR=gpu] [BENCH_ARGS="--runs 5"]
+	$(PY) bench/run.py --accelerator $(ACCELERATOR) $(BENCH_ARGS)
+
 # --- team setup: MLflow server on PostgreSQL, model registry and serving ------------------------
 # make server prints `export MLFLOW_TRACKING_URI=...` on stdout (eval "$$(make -s server)" sets it).
 MODEL ?=
