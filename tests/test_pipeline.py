@@ -28,6 +28,9 @@ ALL_STAGES = {"prepare", "featurize", "train@ce", "train@kl", "compare"}
 # --- params.yaml: one source of truth in conf/ ------------------------------------------------
 
 def composed(tmp_path: Path, *overrides: str) -> dict:
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()  # DVC's composition initialises Hydra itself
     out = tmp_path / "params.yaml"
     compose(ROOT, out, list(overrides))
     return yaml.safe_load(out.read_text())
@@ -48,6 +51,9 @@ def test_pipeline_params_hold_every_loss_and_honour_overrides(tmp_path):
 
 def test_committed_params_yaml_matches_conf(tmp_path):
     """dvc repro replays params.yaml: it must be what conf/ composes to (`make params` fixes it)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
     fresh = tmp_path / "params.yaml"
     compose(ROOT, fresh, [])
     assert fresh.read_text() == (ROOT / "params.yaml").read_text(), "params.yaml is stale: run `make params`"
