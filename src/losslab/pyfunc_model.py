@@ -15,10 +15,14 @@ Over HTTP (``mlflow models serve``)::
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import mlflow
 from mlflow.pyfunc import PythonModel
+
+# The input schema is the explicit signature logged with the model (a column of strings), not type hints.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
 
 BUNDLE_ARTIFACT = "bundle"
 TEXT_COLUMN = "text"

@@ -1,0 +1,131 @@
+"""Model registry and serving: the sweep's best run becomes models:/<name>@champion, a pyfunc over raw texts,
+served over HTTP by ``mlflow models serve`` (what make register / make serve run).
+
+Uses the shared quick sweep of ``sweep_fixture`` (a real sqlite store, 8 runs): its end already
+registered the champion (``losslab.registry.RegisterChampion``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from losslab.registry import register_sweep
+from losslab.server import free_port
+from sweep_fixture import EXPERIMENT, quick_sweep  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slow
+
+MODEL = f"losslab-{EXPERIMENT}"
+TEXTS = ["eres un pendejo idiota, cállate", "gracias amigos, qué día tan bonito"]
+
+
+def sweep_runs(client: MlflowClient) -> tuple[object, list]:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], max_results=200)
+    parent = next(r for r in runs if r.data.tags.get("sweep_role") == "parent")
+    return parent, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+
+
+def test_sweep_end_registered_its_best_validation_run_as_champion(quick_sweep):  # noqa: F811
+    client = MlflowClient(quick_sweep.uri, registry_uri=quick_sweep.uri)
+    parent, children = sweep_runs(client)
+    version = client.get_model_version_by_alias(MODEL, "champion")
+    best_value = max(r.data.metrics["best_val/f1_macro"] for r in children)
+    chosen = client.get_run(version.run_id)
+    assert chosen.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert chosen.data.metrics["best_val/f1_macro"] == best_value
+    assert version.tags["sweep_id"] == parent.data.tags["sweep_id"]
+    assert version.tags["selected_by"] == "best_val/f1_macro"
+    assert chosen.data.tags["registered_model"] == f"{MODEL}/{version.version}@champion"
+    # logged once, at registration, on the chosen run only; a models-from-code pyfunc (no pickle)
+    assert [r.info.run_id for r in children if any(a.path == "pyfunc" for a in client.list_artifacts(r.info.run_id))] \
+        == [chosen.info.run_id]
+    files = {a.path for a in client.list_artifacts(chosen.info.run_id, "pyfunc")}
+    assert {"pyfunc/MLmodel", "pyfunc/pyfunc_model.py", "pyfunc/requirements.txt"} <= files
+    assert not any(path.endswith(".pkl") for path in files)
+    import mlflow
+
+    mlmodel = mlflow.artifacts.load_text(f"{chosen.info.artifact_uri}/pyfunc/MLmodel")
+    assert "mlflow.pyfunc.loaders.code_model" in mlmodel
+    requirements = mlflow.artifacts.load_text(f"{chosen.info.artifact_uri}/pyfunc/requirements.txt").split()
+    assert any(line.startswith("torch==") for line in requirements)
+
+
+def test_register_again_is_a_no_op_and_the_pyfunc_matches_the_bundle(quick_sweep):  # noqa: F811
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from losslab.bundle import Predictor, download_bundle
+
+    client = MlflowClient(quick_sweep.uri, registry_uri=quick_sweep.uri)
+    parent, _ = sweep_runs(client)
+    before = client.get_model_version_by_alias(MODEL, "champion")
+    again = register_sweep(quick_sweep.uri, parent.data.tags["sweep_id"])
+    assert (again.new, again.model_name, again.version) == (False, MODEL, str(before.version))
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == 1
+
+    mlflow.set_tracking_uri(quick_sweep.uri)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    out = model.predict(TEXTS)
+    frame = model.predict(pd.DataFrame({"text": TEXTS}))
+    predictor = Predictor.load(download_bundle(before.run_id, quick_sweep.uri))
+    expected = predictor.predict_proba(TEXTS)
+    assert list(out.columns) == ["class"] + [f"p_{c}" for c in predictor.class_names]
+    assert list(out["class"]) == predictor.predict(TEXTS) == list(frame["class"])
+    np.testing.assert_allclose(out[[f"p_{c}" for c in predictor.class_names]].to_numpy(), expected, rtol=1e-6)
+
+
+def _post(url: str, payload: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_make_serve_answers_two_texts_with_classes_and_probabilities(quick_sweep, tmp_path):  # noqa: F811
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "LOSSLAB_DEBUG"} | {"MLFLOW_TRACKING_URI": quick_sweep.uri}
+    log = open(tmp_path / "serve.log", "wb")
+    server = subprocess.Popen([sys.executable, "-m", "losslab.registry", "serve", "--model", MODEL, "--port", str(port)],
+                              env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(base + "/ping", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.5)
+        assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+        answer = _post(base + "/invocations", {"inputs": TEXTS})
+        records = _post(base + "/invocations", {"dataframe_records": [{"text": t} for t in TEXTS]})
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()
+    predictions = answer["predictions"]
+    assert len(predictions) == 2 and records["predictions"] == predictions
+    for row in predictions:
+        probs = {k[2:]: v for k, v in row.items() if k.startswith("p_")}
+        assert set(probs) == {"aggressive", "calm"}
+        assert row["class"] == max(probs, key=probs.get)
+        assert abs(sum(probs.values()) - 1) < 1e-5 and all(0 <= p <= 1 for p in probs.values())
