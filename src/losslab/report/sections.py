@@ -59,7 +59,8 @@ def header(doc: Document, sweep: collect.Sweep, runs: pd.DataFrame, selected: pd
              f"model hidden {values('model.hidden')}, depth {values('model.depth')}, dropout {values('model.dropout')}; "
              f"lr {values('optimizer.lr')}, batch {values('data.batch_size')}, epochs {values('trainer.max_epochs')} "
              "(test metrics at the best-validation-macro-F1 epoch).",
-             f"Devices: {values('device')} ({values('device_name')}); git {values('git_commit')[:60]}.",
+             f"Devices: {values('device')} ({values('device_name')}); git commit(s) "
+             f"{', '.join(sorted({str(c)[:10] for c in selected['git_commit']}))}.",
              f"Every loss is compared with **{s['baseline']}**; intervals are {float(s['confidence']):.0%} percentile "
              f"bootstrap intervals of the mean over seeds ({int(s['bootstrap'])} resamples, seed {s['rng_seed']})."]
     doc.bullets(items)
@@ -69,21 +70,32 @@ def headline(doc: Document, summary: pd.DataFrame, comparison: pd.DataFrame, los
              primary: str, friedman_p: float) -> None:
     doc.heading("Summary")
     best = summary.iloc[0]
+    by_loss = comparison.set_index("loss") if len(comparison) else pd.DataFrame()
     text = f"Best mean {primary}: **{best['loss']}** with {cell(best, primary)}"
     if best["loss"] == baseline:
-        runner = comparison.iloc[(comparison["mean_diff"].abs()).argsort()].iloc[0] if len(comparison) else None
-        text += f" — the baseline itself." + (
-            f" Closest: {runner['loss']} (Δ {runner['mean_diff']:+.4f})." if runner is not None else "")
+        others = [x for x in summary["loss"] if x != baseline and not by_loss.loc[x, "identical"]]
+        text += " — the baseline itself."
+        if others:
+            row = by_loss.loc[others[0]]
+            text += (f" Runner-up: {others[0]}, {row['mean_diff']:+.4f} (95% CI [{row['ci_low']:+.4f}, "
+                     f"{row['ci_high']:+.4f}]); {baseline} is ahead on {row['losses']} of {row['n']} seeds.")
     else:
-        row = comparison.set_index("loss").loc[best["loss"]]
+        row = by_loss.loc[best["loss"]]
         sure = "clearly" if (row["ci_low"] > 0 or row["ci_high"] < 0) and row["p_better"] > 0.975 else "not clearly"
         text += (f", {row['mean_diff']:+.4f} vs {baseline} (95% CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], "
                  f"better on {row['wins']} of {row['n']} seeds, bootstrap P(better) {row['p_better']:.2f}, "
                  f"Wilcoxon p {fmt(row['p_wilcoxon'], 3)}): {sure} better than {baseline} with {row['n']} seeds.")
     doc.paragraph(text)
     worst = summary.iloc[-1]
-    doc.paragraph(f"Worst: **{worst['loss']}** ({cell(worst, primary, ci=False)}). Friedman test across all "
-                  f"{len(losses)} losses over the seeds: p = {fmt(friedman_p, 4)}.")
+    spread = best[f"{primary}|mean"] - worst[f"{primary}|mean"]
+    doc.paragraph(f"Worst: **{worst['loss']}** ({cell(worst, primary, ci=False)}); best − worst = {spread:.4f}. "
+                  f"Friedman test across all {len(losses)} losses over the seeds: p = {fmt(friedman_p, 4)}.")
+    per_class = [c for c in summary.columns if c.startswith("test/f1_") and c.endswith("|mean")
+                 and not c.startswith(f"{primary}|")]
+    if per_class:
+        doc.bullets([f"Best {c[:-5]}: **{summary.loc[summary[c].idxmax(), 'loss']}** "
+                     f"({summary[c].max():.4f}; {baseline} {summary.set_index('loss').loc[baseline, c]:.4f})"
+                     for c in per_class if baseline in set(summary["loss"])])
 
 
 def per_loss(doc: Document, summary: pd.DataFrame, metrics: list[str], s: Mapping[str, Any]) -> None:
