@@ -148,6 +148,8 @@ def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
 
     from losslab.errors import TrainingInterrupted
 
+    if process_rank() > 0:  # DDP (trainer=ddp): every process runs train(); only rank 0 records the run
+        uri, parent_run_id, resume_run_id = scratch_store(), None, None
     mlflow.set_tracking_uri(uri)
     if resume_run_id:
         run = mlflow.start_run(run_id=resume_run_id)
@@ -172,6 +174,28 @@ def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+def process_rank() -> int:
+    """This process's rank in a multi-process (DDP) training, from the launcher's variables; 0 when alone."""
+    import os
+
+    for key in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"):  # any non-zero one means "not rank 0"
+        value = os.environ.get(key, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
+
+
+def scratch_store() -> str:
+    """A throwaway sqlite store (removed at exit) for the runs of DDP ranks > 0."""
+    import atexit
+    import shutil
+    import tempfile
+
+    scratch = tempfile.mkdtemp(prefix="losslab-rank-")
+    atexit.register(shutil.rmtree, scratch, True)
+    return f"sqlite:///{scratch}/mlflow.db"
 
 
 def check_store(uri: str) -> None:
@@ -223,6 +247,8 @@ def resume_info(uri: str, run_id: str) -> tuple[Any, str]:
 
 def print_run(run_id: str, uri: str, metrics: Mapping[str, float], stream: Any = None) -> None:
     """The end-of-training summary a user reads (on ``sys.stdout`` as it is at call time)."""
+    if process_rank() > 0:
+        return  # a DDP rank > 0: its run was a scratch copy; rank 0 prints the real one
     stream = stream or sys.stdout
     print("\nTest metrics (best validation checkpoint):", file=stream)
     for key in sorted(metrics):
