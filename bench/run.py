@@ -40,6 +40,9 @@ TABLE = [
     ("epoch_seconds", "one epoch (train + val + logging)", "s", ".3f", ("<", 0.5)),
     ("train_wall_seconds", "make train (python -m losslab.train)", "s", ".1f", ("<", 20.0)),
     *[(f"train_{p}_seconds", f"  of which {p}", "s", ".2f", None) for p in PHASES],
+    ("import_torch_seconds", "floor: import torch (bare interpreter)", "s", ".2f", None),
+    ("import_lightning_seconds", "floor: + import pytorch_lightning", "s", ".2f", None),
+    ("import_mlflow_seconds", "floor: + import mlflow", "s", ".2f", None),
     ("quick_sweep_seconds", "make sweep SWEEP=quick (8 runs)", "s", ".1f", ("<", 60.0)),
     ("quick_sweep_runs_per_min", "  sweep throughput", "runs/min", ".1f", None),
     ("peak_rss_mb", "peak RSS of a training", "MB", ",.0f", None),
@@ -129,6 +132,19 @@ def sweep_runs(n: int, overrides: list[str], env: dict[str, str], work: Path) ->
     return {"quick_sweep_seconds": seconds, "quick_sweep_runs": jobs, "quick_sweep_runs_per_min": 60 * jobs / seconds}
 
 
+IMPORT_PROBE = ("import time; t = [time.perf_counter()]; import torch; t.append(time.perf_counter()); "
+                "import pytorch_lightning; t.append(time.perf_counter()); import mlflow; t.append(time.perf_counter()); "
+                "print(*(b - a for a, b in zip(t, t[1:])))")
+
+
+def import_floor(env: dict[str, str], work: Path, repeats: int) -> dict[str, float]:
+    """Seconds to import torch, then Lightning (+ torchmetrics, torch._dynamo), then MLflow, in a bare interpreter."""
+    samples = [run_child([sys.executable, "-c", IMPORT_PROBE], env, work / "imports.log")[2].split()
+               for _ in range(repeats)]
+    return {f"import_{name}_seconds": bench.median([float(s[i]) for s in samples])
+            for i, name in enumerate(("torch", "lightning", "mlflow"))}
+
+
 def cli_help_seconds(env: dict[str, str], work: Path, repeats: int) -> float:
     return bench.median([run_child([sys.executable, "-m", "losslab", "--help"], env, work / "help.log")[0]
                          for _ in range(repeats)])
@@ -183,6 +199,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     else:
         results |= {"quick_sweep_seconds": float("nan"), "quick_sweep_runs_per_min": float("nan")}
     results["cli_help_seconds"] = cli_help_seconds(env, work, min(args.repeats, 3))
+    results |= import_floor(env, work, min(args.repeats, 3))
     results["machine"]["loadavg_end"] = list(os.getloadavg())
     return results
 
