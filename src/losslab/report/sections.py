@@ -186,17 +186,18 @@ def devices(doc: Document, sweep: collect.Sweep, selected: pd.DataFrame, metrics
     doc.heading("CPU vs GPU")
     everything = collect.experiment_frame(sweep.uri, sweep.experiment_id)
     everything = everything[everything["device"].isin(["cpu", "cuda"])]
-    keyed = {}
-    for _, row in everything.iterrows():
-        keyed.setdefault((collect.signature(row), row["device"]), row)
+    newest: dict[tuple, pd.Series] = {}
+    for _, row in everything.sort_values("start_time").iterrows():
+        newest[(collect.signature(row), row["device"])] = row
     rows = []
-    for _, run in selected.iterrows():
-        sig = collect.signature(run)
-        cpu, gpu = keyed.get((sig, "cpu")), keyed.get((sig, "cuda"))
-        if cpu is not None and gpu is not None:
-            rows.append({"loss": run["loss"], "seed": run["seed"], "cpu_s": cpu["fit_seconds"],
-                         "gpu_s": gpu["fit_seconds"], "gpu_name": gpu["device_name"], "cpu_name": cpu["device_name"],
-                         **{m: gpu[m] - cpu[m] for m in metrics}})
+    for _, run in selected[selected["device"].isin(["cpu", "cuda"])].iterrows():
+        other = newest.get((collect.signature(run), "cuda" if run["device"] == "cpu" else "cpu"))
+        if other is None:
+            continue
+        cpu, gpu = (run, other) if run["device"] == "cpu" else (other, run)  # this sweep's own run on its device
+        rows.append({"loss": run["loss"], "seed": run["seed"], "cpu_s": cpu["fit_seconds"],
+                     "gpu_s": gpu["fit_seconds"], "gpu_name": gpu["device_name"], "cpu_name": cpu["device_name"],
+                     **{m: gpu[m] - cpu[m] for m in metrics}})
     if not rows:
         present = ", ".join(f"{d} ({n} runs)" for d, n in selected["device"].value_counts().items())
         doc.paragraph(f"Only one device is present: this sweep's runs ran on {present}, and experiment "
@@ -208,7 +209,8 @@ def devices(doc: Document, sweep: collect.Sweep, selected: pd.DataFrame, metrics
     doc.paragraph(f"{len(pairs)} (loss, seed) pairs ran on both {pairs['cpu_name'].iloc[0]} (cpu) and "
                   f"{pairs['gpu_name'].iloc[0]} (cuda) with identical configs. Δ = cuda − cpu (the same seed gives the "
                   "same result only on the same device; small deltas are floating-point, not a bug). Speed ratio = "
-                  "cpu fit time / cuda fit time (> 1: the GPU is faster).", note=True)
+                  "cpu fit time / cuda fit time (> 1: the GPU is faster); fit times are as recorded, so they "
+                  "include whatever else loaded each machine at the time.", note=True)
     out = []
     for loss, group in pairs.groupby("loss", sort=False):
         out.append([loss, len(group), *(f"{group[m].mean():+.4f} (max |Δ| {group[m].abs().max():.4f})" for m in metrics),
