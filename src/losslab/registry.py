@@ -131,8 +131,10 @@ def register_run(uri: str, run: Any, model_name: str, alias: str, artifact_path:
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri, registry_uri=uri)
     run_id, value = run.info.run_id, float(run.data.metrics.get(metric, math.nan))
-    make = lambda version, new: Champion(model_name, str(version), alias, run_id, run.info.run_name or "",  # noqa: E731
-                                         metric, value, sweep_id, new)
+
+    def make(version: Any, new: bool) -> Champion:
+        return Champion(model_name, str(version), alias, run_id, run.info.run_name or "", metric, value, sweep_id, new)
+
     try:
         current = client.get_model_version_by_alias(model_name, alias)
         if current.run_id == run_id:

@@ -17,6 +17,7 @@ next ``start`` finds every run again. Settings: ``conf/server.yaml``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -256,8 +257,14 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
+
+
+def _group_of(pid: int) -> int | None:
+    with contextlib.suppress(ProcessLookupError):
+        return os.getpgid(pid)
+    return None
 
 
 def _cmdline(pid: int) -> str:
@@ -327,19 +334,16 @@ def _stop_group(pid: int, timeout: float = 20.0) -> bool:
         _reap(pid)
         time.sleep(0.2)
     else:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     _reap(pid)
     return True
 
 
 def _reap(pid: int) -> None:
-    try:
+    """Collect our own child (a failed start); a server started by an earlier command is not ours."""
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _stop_postgres(data: Path, bin_dir: Path, db_user: _DbUser) -> bool:
@@ -357,8 +361,7 @@ def stop(run_dir: Path) -> list[str]:
     if state is None:
         return []
     stopped = []
-    if pid_alive(state.mlflow_pid) and "mlflow" in _cmdline(state.mlflow_pid) and os.getpgid(state.mlflow_pid) \
-            == state.mlflow_pid:
+    if "mlflow" in _cmdline(state.mlflow_pid) and _group_of(state.mlflow_pid) == state.mlflow_pid:
         _stop_group(state.mlflow_pid)
         stopped.append(f"mlflow server (process group {state.mlflow_pid}, port {state.port})")
     cfg = settings()
