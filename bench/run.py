@@ -48,6 +48,8 @@ TABLE = [
     ("peak_rss_mb", "peak RSS of a training", "MB", ",.0f", None),
     ("predict_tweets_per_s", "predict (logged model, Predictor)", "tweets/s", ",.0f", None),
     ("sklearn_fit_seconds", "sklearn TF-IDF + LogisticRegression fit", "s", ".2f", None),
+    ("sklearn_test_f1_macro", "  its test macro-F1", "F1", ".3f", None),
+    ("train_test_f1_macro", "  losslab MLP test macro-F1 (default run)", "F1", ".3f", None),
     ("cli_help_seconds", "python -m losslab --help", "s", ".2f", None),
 ]
 
