@@ -60,8 +60,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
                         help="trainer=<cpu|gpu> for every training; the plain loop runs on the same device")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of each in-process measure (default 5)")
-    parser.add_argument("--fits", type=int, default=3, help="interleaved Lightning/plain fits (default 3)")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per throughput fit; the first is dropped")
+    parser.add_argument("--fits", type=int, default=4, help="interleaved Lightning/plain fits (default 4)")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per throughput fit (default 6); the first is dropped")
     parser.add_argument("--runs", type=int, default=3, help="python -m losslab.train subprocesses (default 3)")
     parser.add_argument("--sweeps", type=int, default=2, help="quick sweeps (default 2; 0 skips them)")
     parser.add_argument("--output", default=str(project_root() / "bench" / "results.json"))

@@ -47,7 +47,7 @@ class TextClassifier(pl.LightningModule):
         self._epoch_loss = self._epoch_loss.to(loss.device) + loss.detach() * n  # on the device: no host sync
         self._epoch_samples += n
         if batch_idx + 1 >= self.trainer.num_training_batches:
-            # One self.log per epoch, not per step: each call costs Lightning ~1 ms of bookkeeping.
+            # One self.log per epoch, not per step: each call costs Lightning ~0.3 ms of bookkeeping.
             self.log("train/loss", self._epoch_loss / self._epoch_samples, on_step=False, on_epoch=True, batch_size=1)
         return loss
 
