@@ -47,7 +47,7 @@ test-fast: setup ## skip the slow end-to-end tests
 
 lock: ## re-resolve the stack and rewrite constraints.txt (after editing pyproject.toml)
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install -q -e '.[dev]'
+	.venv-lock/bin/pip install -q 'torch==2.13.0' -e '.[dev,s3]'   # every extra, so its pins stay in the lock
 	{ sed -n '1,2p' constraints.txt; echo 'torch==2.13.0'; .venv-lock/bin/pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.new
 	mv constraints.new constraints.txt && rm -rf .venv-lock
 
