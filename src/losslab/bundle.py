@@ -34,9 +34,7 @@ def save_bundle(directory: str | Path, *, featurizer: Featurizer, net: PReLUMLP,
     """Write the four bundle files into ``directory``."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    meta, arrays = featurizer.state()
-    (out / "featurizer.json").write_text(json.dumps(meta, ensure_ascii=False))
-    np.savez(out / "featurizer.npz", **arrays)
+    featurizer.save(out)
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, out / "network.pt")
     info = {"format_version": FORMAT_VERSION, "class_names": list(class_names), "normalizer": normalizer.to_dict(),
             "in_features": featurizer.vocabulary_size, "model": dict(model_params), "activation": activation}
@@ -60,9 +58,7 @@ class Predictor:
         if not (path / META_FILE).is_file():
             raise LosslabError(f"{path}: not a losslab model bundle (no {META_FILE}).")
         info = json.loads((path / META_FILE).read_text())
-        with np.load(path / "featurizer.npz", allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        featurizer = Featurizer.from_state(json.loads((path / "featurizer.json").read_text()), arrays)
+        featurizer = Featurizer.load(path)
         net = PReLUMLP(info["in_features"], len(info["class_names"]), **info["model"])
         net.load_state_dict(torch.load(path / "network.pt", map_location="cpu", weights_only=True))
         net.eval()

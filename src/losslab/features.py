@@ -6,7 +6,9 @@ arrays (no pickle), so a logged model loads without running code.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -109,6 +111,22 @@ class Featurizer:
                 vec.idf_ = arrays[f"{name}.idf"]
             featurizer.vectorizers[name] = vec  # type: ignore[index]
         return featurizer
+
+
+    def save(self, directory: str | Path) -> None:
+        """``featurizer.json`` (params, vocabularies) + ``featurizer.npz`` (idf) in ``directory``."""
+        out = Path(directory)
+        meta, arrays = self.state()
+        (out / "featurizer.json").write_text(json.dumps(meta, ensure_ascii=False))
+        np.savez(out / "featurizer.npz", **arrays)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Featurizer":
+        """The featurizer ``save`` wrote (no pickle: JSON and a plain ``.npz``)."""
+        src = Path(directory)
+        with np.load(src / "featurizer.npz", allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        return cls.from_state(json.loads((src / "featurizer.json").read_text()), arrays)
 
 
 def _jsonable(part: dict[str, Any]) -> dict[str, Any]:

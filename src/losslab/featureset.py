@@ -58,9 +58,7 @@ class FeatureSet:
         for split in SPLITS:
             sp.save_npz(out / f"{split}.npz", self.x[split])
             np.save(out / f"{split}_y.npy", self.y[split])
-        meta, arrays = self.featurizer.state()
-        (out / "featurizer.json").write_text(json.dumps(meta, ensure_ascii=False))
-        np.savez(out / "featurizer.npz", **arrays)
+        self.featurizer.save(out)
         info = {"class_names": self.class_names, "dataset_md5": self.dataset_md5, "stats": self.stats}
         (out / "info.json").write_text(json.dumps(info, indent=2))
         return out
@@ -69,9 +67,7 @@ class FeatureSet:
     def load(cls, directory: str | Path) -> "FeatureSet":
         src = Path(directory)
         info = json.loads((src / "info.json").read_text())
-        with np.load(src / "featurizer.npz", allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        featurizer = Featurizer.from_state(json.loads((src / "featurizer.json").read_text()), arrays)
+        featurizer = Featurizer.load(src)
         x = {s: sp.load_npz(src / f"{s}.npz").tocsr() for s in SPLITS}
         y = {s: np.load(src / f"{s}_y.npy", allow_pickle=False) for s in SPLITS}
         return cls(x, y, info["class_names"], featurizer, info["dataset_md5"], info.get("stats", {}))

@@ -11,6 +11,7 @@ import contextlib
 import platform
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from losslab.errors import ConfigError
@@ -43,13 +44,15 @@ def ensure_experiment(client: Any, name: str, uri: str) -> str:
         return found.experiment_id
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///…`` URI; None for any other store."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 def artifact_root_for(uri: str) -> str | None:
     """Artifacts of a sqlite store live beside it (``<db dir>/mlartifacts``), not in the cwd."""
-    if uri.startswith("sqlite:///"):
-        from pathlib import Path
-
-        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
-    return None
+    db = sqlite_path(uri)
+    return (db.resolve().parent / "mlartifacts").as_uri() if db else None
 
 
 def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -112,13 +115,12 @@ def store_lock(uri: str) -> Iterator[None]:
     Several processes creating one new sqlite store at once corrupt it, and racing
     ``set_experiment`` calls misfile runs: every process takes this file lock for that step.
     """
-    if not uri.startswith("sqlite:///"):
+    db = sqlite_path(uri)
+    if db is None:
         yield
         return
     import fcntl
-    from pathlib import Path
 
-    db = Path(uri[len("sqlite:///"):])
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(f"{db}.lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -210,11 +212,9 @@ def check_store(uri: str) -> None:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
         except OSError as exc:
             raise ConfigError(f"tracking server {uri} is unreachable ({exc}). Start it (make server) or: {fix}") from None
-    elif uri.startswith("sqlite:///"):
+    elif (db := sqlite_path(uri)) is not None:
         import os
-        from pathlib import Path
 
-        db = Path(uri[len("sqlite:///"):])
         parent = db.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
