@@ -34,10 +34,10 @@ train: setup ## train once: make train ARGS="loss=mse model.hidden=512"
 
 predict: setup ## classify a text with a logged model: make predict RUN=<run id> TEXT="..."
 	@test -n "$(RUN)" || { echo "usage: make predict RUN=<mlflow run id> TEXT='...'" >&2; exit 2; }
-	$(PY) -m losslab.predict --run "$(RUN)" --text "$(TEXT)"
+	$(PY) -m losslab.serving.predict --run "$(RUN)" --text "$(TEXT)"
 
 ui: setup ## MLflow UI on the project store: make ui [PORT=5000]
-	$(PY) -m losslab.ui --host $(HOST) --port $(PORT)
+	$(PY) -m losslab.ops.ui --host $(HOST) --port $(PORT)
 
 test: setup browser-deps postgres-deps ## run every test, slow end-to-end ones included (CI runs this)
 	$(PY) -m pytest
@@ -63,7 +63,7 @@ SUDO := $(shell test "$$(id -u)" -eq 0 || echo sudo)
 .PHONY: sweep report browser-deps
 
 sweep: setup ## every loss over seeds + report: make sweep [SWEEP=losses|quick|grid|search] [SWEEP_JOBS=2] [ARGS=...]
-	$(PY) -m losslab.sweep $(SWEEP) --jobs $(SWEEP_JOBS) $(ARGS)
+	$(PY) -m losslab.sweeps $(SWEEP) --jobs $(SWEEP_JOBS) $(ARGS)
 
 report: setup ## rebuild a sweep's report from the store: make report [EXPERIMENT=mex-a3t] [SWEEP_ID=<id>]
 	$(PY) -m losslab.report $(if $(EXPERIMENT),--experiment "$(EXPERIMENT)") $(if $(SWEEP_ID),--sweep-id "$(SWEEP_ID)")
@@ -78,7 +78,7 @@ WITH_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 .PHONY: params repro exp plots
 
 params: setup ## compose conf/pipeline.yaml into params.yaml (as dvc exp run does)
-	$(PY) -m losslab.stages.params
+	$(PY) -m losslab.pipeline.params
 
 repro: params ## rebuild every loss's model, metrics and reports/losses.md; a second run does nothing
 	$(WITH_VENV) $(DVC) repro
@@ -107,18 +107,18 @@ postgres-deps: ## Debian postgresql for make server and its test (apt-get, only 
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
 
 server: setup postgres-deps ## MLflow server on PostgreSQL under .run/, returns when up: make server [PORT=5000]
-	@$(PY) -m losslab.server start $(if $(filter command line,$(origin PORT)),--port $(PORT))
+	@$(PY) -m losslab.ops.server start $(if $(filter command line,$(origin PORT)),--port $(PORT))
 
 server-stop: setup ## stop exactly what make server started (the database and artifacts stay in .run/)
-	@$(PY) -m losslab.server stop
+	@$(PY) -m losslab.ops.server stop
 
 server-status: setup ## is the make server server up? (prints its export line when it is)
-	@$(PY) -m losslab.server status
+	@$(PY) -m losslab.ops.server status
 
 register: setup ## best run of a sweep -> models:/<name>@champion: make register [SWEEP_ID=<id>] [EXPERIMENT=..] [MODEL=..]
-	$(PY) -m losslab.registry register $(if $(SWEEP_ID),--sweep-id "$(SWEEP_ID)") \
+	$(PY) -m losslab.serving.registry register $(if $(SWEEP_ID),--sweep-id "$(SWEEP_ID)") \
 	  $(if $(EXPERIMENT),--experiment "$(EXPERIMENT)") $(if $(MODEL),--model "$(MODEL)")
 
 serve: setup ## serve models:/<MODEL>@champion on 127.0.0.1: make serve [MODEL=losslab-mex-a3t] [PORT=5002]
-	$(PY) -m losslab.registry serve $(if $(MODEL),--model "$(MODEL)") \
+	$(PY) -m losslab.serving.registry serve $(if $(MODEL),--model "$(MODEL)") \
 	  $(if $(EXPERIMENT),--experiment "$(EXPERIMENT)") $(if $(filter command line,$(origin PORT)),--port $(PORT))

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from losslab import bench
+import measure as bench  # bench/measure.py, beside this script
 from losslab.paths import project_root
 
 PHASES = ("startup", "imports", "data", "fit", "test", "logging")
@@ -109,10 +109,10 @@ def train_runs(n: int, overrides: list[str], env: dict[str, str], work: Path) ->
 
 
 def sweep_command(overrides: list[str], work: Path, i: int) -> list[str]:
-    """``make sweep SWEEP=quick`` (losslab.sweep) if present, else the same multirun by hand."""
+    """``make sweep SWEEP=quick`` (losslab.sweeps.cli) if present, else the same multirun by hand."""
     common = [f"hydra.sweep.dir={work / f'sweep-{i}'}", f"tracking.experiment=bench-sweep-{i}", *overrides]
-    if importlib.util.find_spec("losslab.sweep") and (project_root() / "conf" / "sweep" / "quick.yaml").is_file():
-        return [sys.executable, "-m", "losslab.sweep", "quick", "--jobs", "1", f"sweep.reports_dir={work / 'reports'}",
+    if importlib.util.find_spec("losslab.sweeps.cli") and (project_root() / "conf" / "sweep" / "quick.yaml").is_file():
+        return [sys.executable, "-m", "losslab.sweeps", "quick", "--jobs", "1", f"sweep.reports_dir={work / 'reports'}",
                 *common]
     return [sys.executable, "-m", "losslab.train", "--multirun", "loss=mse,bce,ce,kl", "seed=0,1",
             "trainer.max_epochs=2", *common]
@@ -154,9 +154,9 @@ def cli_help_seconds(env: dict[str, str], work: Path, repeats: int) -> float:
 
 # --- the whole benchmark ------------------------------------------------------------------------
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from losslab import tracking
-    from losslab.data import load_dataset
-    from losslab.featureset import build_feature_set
+    from losslab.tracking.runs import runs as tracking
+    from losslab.data.dataset import load_dataset
+    from losslab.data.featureset import build_feature_set
 
     uri = f"sqlite:///{work / 'mlflow.db'}"
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
@@ -189,7 +189,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     results |= trained
 
     print("predict throughput of the logged model …", flush=True)
-    from losslab.bundle import download_bundle
+    from losslab.serving.bundle import download_bundle
 
     bundle = download_bundle(run_id, uri)
     pred = bench.predict_seconds(bundle, dataset.test.texts, args.repeats)

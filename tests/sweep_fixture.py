@@ -1,6 +1,6 @@
 """One real parallel sweep per test session, shared by test_sweep, test_report and test_browser.
 
-``make sweep SWEEP=quick SWEEP_JOBS=2`` on tiny synthetic data: ``python -m losslab.sweep quick --jobs 2``
+``make sweep SWEEP=quick SWEEP_JOBS=2`` on tiny synthetic data: ``python -m losslab.sweeps quick --jobs 2``
 (Hydra multirun, joblib launcher, 2 worker processes) into a fresh sqlite store in a temp dir.
 """
 
@@ -39,7 +39,7 @@ def tiny_data(directory: Path) -> list[str]:
 
 def run_sweep(root: Path, name: str, jobs: int, *extra: str, timeout: int = 400) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSLAB_DEBUG")}
-    command = [sys.executable, "-m", "losslab.sweep", name, "--jobs", str(jobs), *tiny_data(root),
+    command = [sys.executable, "-m", "losslab.sweeps.cli", name, "--jobs", str(jobs), *tiny_data(root),
                f"tracking.uri=sqlite:///{root / 'mlflow.db'}", f"tracking.experiment={EXPERIMENT}",
                f"sweep.reports_dir={root / 'reports'}", f"hydra.sweep.dir={root / 'multirun'}", *extra]
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)

@@ -2,7 +2,7 @@
 
 Needs Debian's ``chromium`` (``make browser-deps``, which ``make test`` runs) and Python Playwright,
 driven with ``executable_path`` — nothing is downloaded. The UI is started with
-``losslab.ui.ui_command`` on a free loopback port, in its own process group.
+``losslab.ops.ui.ui_command`` on a free loopback port, in its own process group.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from losslab.ui import ui_command
+from losslab.ops.ui import ui_command
 from sweep_fixture import EXPERIMENT, LOSSES, SEEDS, quick_sweep  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")

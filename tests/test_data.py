@@ -7,9 +7,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import synthetic_rows, write_table
-from losslab.data import load_dataset, read_table
+from losslab.data.dataset import load_dataset, read_table
 from losslab.errors import DataError
-from losslab.text import Normalizer
+from losslab.data.text import Normalizer
 
 
 def data_cfg(train: Path, test: Path | None = None, **extra) -> OmegaConf:

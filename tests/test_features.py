@@ -6,9 +6,9 @@ import scipy.sparse as sp
 from omegaconf import OmegaConf
 
 from conftest import CONF
-from losslab.batches import SparseBatches, csr_to_batch
-from losslab.features import Featurizer
-from losslab.model import PReLUMLP, SparseLinear
+from losslab.data.batches import SparseBatches, csr_to_batch
+from losslab.data.features import Featurizer
+from losslab.model.network import PReLUMLP, SparseLinear
 
 TRAIN = ["hola <user> qué tal", "eres un idiota <<url>>", "qué bonito día", "hola idiota"]
 

@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 
 from conftest import CONF
-from losslab.tracking import process_rank
+from losslab.tracking.runs import process_rank
 from sweep_fixture import EXPERIMENT, run_sweep, tiny_data
 
 
@@ -64,7 +64,7 @@ def test_process_rank_reads_the_launchers_variables(monkeypatch):
 def test_ddp_on_two_cpu_processes_records_one_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSLAB_DEBUG")}
-    command = [sys.executable, "-m", "losslab.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+    command = [sys.executable, "-m", "losslab.training.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
                "trainer.max_epochs=1", *tiny_data(tmp_path), f"tracking.uri={uri}", "tracking.experiment=ddp",
                f"hydra.run.dir={tmp_path / 'run'}"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

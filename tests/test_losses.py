@@ -7,8 +7,8 @@ import torch
 from omegaconf import OmegaConf
 
 from losslab.errors import ConfigError
-from losslab.losses import LOSSES, balanced_weights, build_loss
-from losslab.targets import one_hot
+from losslab.model.losses import LOSSES, balanced_weights, build_loss
+from losslab.model.targets import one_hot
 
 LOGITS = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0], [-2.0, 1.5, 0.0], [0.0, 0.0, 0.0]])
 Y = torch.tensor([0, 2, 1, 1])

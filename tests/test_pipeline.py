@@ -18,8 +18,8 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, synthetic_rows, write_table
 from losslab.errors import ConfigError
-from losslab.losses import LOSSES
-from losslab.stages.params import changed_keys, compose
+from losslab.model.losses import LOSSES
+from losslab.pipeline.params import changed_keys, compose
 
 VENV_BIN = str(Path(sys.executable).parent)
 ALL_STAGES = {"prepare", "featurize", "train@ce", "train@kl", "compare"}
@@ -72,7 +72,7 @@ def test_make_train_config_has_no_pipeline_keys():
 
 
 def test_stage_config_takes_its_loss_from_losses(tmp_path):
-    from losslab.stages.train import stage_config
+    from losslab.pipeline.train import stage_config
 
     params = OmegaConf.create(composed(tmp_path, "losses.kl.smoothing=0.2", "+tracking.tags.purpose=x"))
     cfg = stage_config(params, "kl", {"dvc_stage": "train@kl"})
@@ -99,9 +99,9 @@ def tiny_params(tmp_path: Path, **data: object) -> object:
 
 
 def test_prepare_and_featurize_give_the_core_feature_set(tmp_path):
-    from losslab.featureset import build_feature_set
-    from losslab.stages.featurize import featurize
-    from losslab.stages.prepare import prepare
+    from losslab.data.featureset import build_feature_set
+    from losslab.pipeline.featurize import featurize
+    from losslab.pipeline.prepare import prepare
 
     params = tiny_params(tmp_path)
     report = prepare(params, tmp_path / "prepared", tmp_path / "data.json", tmp_path / "data.md")
@@ -121,7 +121,7 @@ def test_prepare_and_featurize_give_the_core_feature_set(tmp_path):
 def test_compare_ranks_by_validation_and_explains_kl_equals_ce(tmp_path):
     from argparse import Namespace
 
-    from losslab.stages.compare import compare
+    from losslab.pipeline.compare import compare
 
     params = OmegaConf.create(composed(tmp_path))
     params.losses = {k: params.losses[k] for k in ("ce", "kl", "mse")}
@@ -215,7 +215,7 @@ def test_dvc_pipeline_end_to_end(tmp_path):
     tiny_pipeline_conf(repo)
     (repo / ".dvc" / "config.local").write_text("[core]\n    analytics = false\n    check_update = false\n")
     run(repo, "git", "init", "-q")
-    composed_out = run(repo, sys.executable, "-m", "losslab.stages.params").stdout
+    composed_out = run(repo, sys.executable, "-m", "losslab.pipeline.params").stdout
     assert "params.yaml: updated" in composed_out and set(read_params(repo)["losses"]) == {"ce", "kl"}
     dvc(repo, "add", "-q", "data")  # the tiny data replaces MEX-A3T in data.dvc (temp experiments check it out)
     run(repo, "git", "add", "-A")
@@ -264,7 +264,7 @@ def test_dvc_pipeline_end_to_end(tmp_path):
     def changed_by(*overrides: str, edit: tuple[Path, str, str] | None = None) -> set[str]:
         if edit:
             edit[0].write_text(edit[0].read_text().replace(edit[1], edit[2]))
-        run(repo, sys.executable, "-m", "losslab.stages.params", *overrides)
+        run(repo, sys.executable, "-m", "losslab.pipeline.params", *overrides)
         status = json.loads(run(repo, sys.executable, "-m", "dvc", "status", "--json").stdout)
         run(repo, "git", "checkout", "-q", "--", "conf", "params.yaml")
         return set(status)

@@ -10,9 +10,9 @@ import pytest
 import pytorch_lightning as pl
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, data_overrides, synthetic_rows, write_table
+from conftest import ROOT, data_overrides
 from losslab.errors import ConfigError, DataError, TrainingInterrupted
-from losslab.train import resume, train
+from losslab.training.train import resume, train
 
 
 class SignalAtEpoch(pl.Callback):
@@ -78,7 +78,7 @@ def test_unreachable_or_unwritable_store_fails_fast(compose, tiny_binary, tmp_pa
 
 def cli(*args: str, env_extra: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "LOSSLAB_DEBUG"} | (env_extra or {})
-    return subprocess.run([sys.executable, "-m", "losslab.train", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "losslab.training.train", *args], cwd=ROOT, capture_output=True, text=True,
                           env=env, timeout=300, **kwargs)
 
 
@@ -139,7 +139,7 @@ def test_four_parallel_trainings_land_finished_in_the_right_experiment(tiny_bina
     args = [*data_overrides(tiny_binary), "model.hidden=8", "trainer.max_epochs=2", "tracking.experiment=parallel"]
 
     def launch(seeds: range) -> None:
-        procs = [subprocess.Popen([sys.executable, "-m", "losslab.train", *args, f"seed={s}",
+        procs = [subprocess.Popen([sys.executable, "-m", "losslab.training.train", *args, f"seed={s}",
                                    f"hydra.run.dir={tmp_path / f'run{s}'}"], cwd=ROOT, env=os.environ | {
                                        "MLFLOW_TRACKING_URI": uri}, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True) for s in seeds]
@@ -163,7 +163,7 @@ def test_secrets_in_the_environment_are_not_logged_and_bundles_refuse_pickled_co
                                                                                    monkeypatch):
     import torch
 
-    from losslab.bundle import Predictor, download_bundle
+    from losslab.serving.bundle import Predictor, download_bundle
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value-123")
     result = train(compose(*data_overrides(tiny_binary)), tmp_path / "out")
@@ -184,10 +184,10 @@ def test_secrets_in_the_environment_are_not_logged_and_bundles_refuse_pickled_co
 
 
 def test_ui_binds_loopback_by_default():
-    from losslab.ui import ui_command
+    from losslab.ops.ui import ui_command
 
     command = ui_command("127.0.0.1", 5123, "sqlite:////tmp/x.db")
     assert command[command.index("--host") + 1] == "127.0.0.1"
-    import losslab.ui as ui
+    import losslab.ops.ui as ui
 
     assert "default=\"127.0.0.1\"" in Path(ui.__file__).read_text()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from losslab.server import healthy, read_state
+from losslab.ops.server import healthy, read_state
 from sweep_fixture import LOSSES, SEEDS, tiny_data
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ EXPERIMENT = "server-test"
 
 def server_cli(action: str, run_dir: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run([sys.executable, "-m", "losslab.server", action, "--run-dir", str(run_dir)], env=env,
+    return subprocess.run([sys.executable, "-m", "losslab.ops.server", action, "--run-dir", str(run_dir)], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -70,7 +70,7 @@ def test_quick_sweep_with_two_jobs_logs_every_run_to_the_postgres_server():
         assert again.returncode == 0 and again.stdout.strip().endswith(uri), again.stderr
 
         env = {k: v for k, v in os.environ.items() if k != "LOSSLAB_DEBUG"} | {"MLFLOW_TRACKING_URI": uri}
-        command = [sys.executable, "-m", "losslab.sweep", "quick", "--jobs", "2", *tiny_data(base),
+        command = [sys.executable, "-m", "losslab.sweeps.cli", "quick", "--jobs", "2", *tiny_data(base),
                    f"tracking.experiment={EXPERIMENT}", f"sweep.reports_dir={base / 'reports'}",
                    f"hydra.sweep.dir={base / 'multirun'}"]
         sweep = subprocess.run(command, cwd=base, env=env, capture_output=True, text=True, timeout=400)

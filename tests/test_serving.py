@@ -2,7 +2,7 @@
 served over HTTP by ``mlflow models serve`` (what make register / make serve run).
 
 Uses the shared quick sweep of ``sweep_fixture`` (a real sqlite store, 8 runs): its end already
-registered the champion (``losslab.registry.RegisterChampion``).
+registered the champion (``losslab.sweeps.callbacks.RegisterChampion``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from losslab.registry import register_sweep
-from losslab.server import free_port
+from losslab.serving.registry import register_sweep
+from losslab.ops.server import free_port
 from sweep_fixture import EXPERIMENT, quick_sweep  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow
@@ -66,7 +66,7 @@ def test_register_again_is_a_no_op_and_the_pyfunc_matches_the_bundle(quick_sweep
     import numpy as np
     import pandas as pd
 
-    from losslab.bundle import Predictor, download_bundle
+    from losslab.serving.bundle import Predictor, download_bundle
 
     client = MlflowClient(quick_sweep.uri, registry_uri=quick_sweep.uri)
     parent, _ = sweep_runs(client)
@@ -96,7 +96,7 @@ def test_make_serve_answers_two_texts_with_classes_and_probabilities(quick_sweep
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "LOSSLAB_DEBUG"} | {"MLFLOW_TRACKING_URI": quick_sweep.uri}
     log = open(tmp_path / "serve.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "losslab.registry", "serve", "--model", MODEL, "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "losslab.serving.registry", "serve", "--model", MODEL, "--port", str(port)],
                               env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                               start_new_session=True)
     base = f"http://127.0.0.1:{port}"

@@ -9,8 +9,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import CONF
-from losslab.losses import LOSSES
-from losslab.sweep import available_sweeps, hydra_argv, main as sweep_main
+from losslab.model.losses import LOSSES
+from losslab.sweeps.cli import available_sweeps, hydra_argv, main as sweep_main
 from sweep_fixture import EXPERIMENT, LOSSES as QUICK_LOSSES, SEEDS, quick_sweep, run_sweep, tiny_data  # noqa: F401
 
 
@@ -132,7 +132,7 @@ def test_failing_job_leaves_parent_failed_and_nothing_running(tmp_path, monkeypa
 
 @pytest.mark.slow
 def test_search_reruns_each_losses_best_trial_on_the_final_seeds(tmp_path, monkeypatch):
-    from losslab.search import run_search
+    from losslab.sweeps.search import run_search
 
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

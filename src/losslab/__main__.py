@@ -6,8 +6,8 @@ import sys
 
 COMMANDS = {
     "train": "train once with Hydra overrides: python -m losslab.train loss=mse",
-    "predict": "classify texts with a logged model: python -m losslab.predict --run <id> --text '...'",
-    "ui": "MLflow UI on the project store: python -m losslab.ui --port 5000",
+    "predict": "classify texts with a logged model: python -m losslab.serving.predict --run <id> --text '...'",
+    "ui": "MLflow UI on the project store: python -m losslab.ops.ui --port 5000",
 }
 
 

@@ -1,4 +1,4 @@
-"""One place for the project's locations: root, config dir, default tracking store."""
+"""One place for the project's locations: root, config dir, default tracking store, reports."""
 
 from __future__ import annotations
 
@@ -41,3 +41,8 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI``, else a sqlite file ``mlflow.db`` at the project root."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def reports_root(configured: str | os.PathLike[str] | None = None) -> Path:
+    """Where sweep reports go: ``sweep.reports_dir`` if set, else ``<project root>/reports``."""
+    return Path(configured).expanduser().resolve() if configured else project_root() / "reports"

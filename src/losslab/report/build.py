@@ -11,7 +11,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from losslab.errors import ConfigError
-from losslab.paths import config_dir
+from losslab.paths import config_dir, reports_root
 from losslab.report import collect, plots, sections, stats
 from losslab.report.render import Document
 
@@ -76,8 +76,6 @@ def write_report(uri: str, sweep_id: str | None = None, experiment: str | None =
                  experiment_id: str | None = None, reports_dir: str | Path | None = None, log_to_parent: bool = True,
                  settings: Mapping[str, Any] | None = None) -> Path:
     """Write ``<reports_dir>/<sweep_id>/report.{md,html}`` + PNGs + CSVs; returns that folder."""
-    from losslab.sweep import reports_root
-
     started = time.perf_counter()
     s = load_settings(settings)
     if experiment is None and experiment_id is None:

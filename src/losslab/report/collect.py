@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from losslab.errors import ConfigError
+from losslab.tracking.store import search_all
+from losslab.tracking.sweep_runs import find_sweep_parent, is_parent
 
 # Config keys whose differences make two runs of one loss different "variants" (grid/search).
 VARIANT_PREFIXES = ("model.", "optimizer.", "scheduler.", "trainer.", "features.", "data.")
@@ -36,18 +38,6 @@ def client_for(uri: str) -> Any:
     return MlflowClient(uri)
 
 
-def search_all(client: Any, experiment_ids: list[str], filter_string: str = "") -> list[Any]:
-    """Every run matching ``filter_string`` (paged)."""
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def resolve_experiment(client: Any, experiment: str | None, experiment_id: str | None) -> tuple[str, str]:
     """``(id, name)`` of the experiment named or numbered; a clear error when it is missing."""
     if experiment_id is not None:
@@ -63,17 +53,13 @@ def resolve_experiment(client: Any, experiment: str | None, experiment_id: str |
 
 def find_parent(client: Any, experiment_id: str, sweep_id: str | None) -> tuple[str, Any | None]:
     """The sweep's parent run; without ``sweep_id``, the most recent sweep of the experiment."""
-    parents = search_all(client, [experiment_id], "tags.sweep_role = 'parent'")
+    parent = find_sweep_parent(client, [experiment_id], sweep_id)
     if sweep_id is None:
-        if not parents:
+        if parent is None:
             raise ConfigError("this experiment has no sweep (no run tagged sweep_role=parent): run `make sweep` first, "
                               "or pass SWEEP_ID=<id>.")
-        latest = max(parents, key=lambda r: r.info.start_time)
-        return latest.data.tags["sweep_id"], latest
-    for run in parents:
-        if run.data.tags.get("sweep_id") == sweep_id:
-            return sweep_id, run
-    return sweep_id, None
+        return parent.data.tags["sweep_id"], parent
+    return sweep_id, parent
 
 
 def run_row(run: Any) -> dict[str, Any]:
@@ -120,7 +106,7 @@ def load_sweep(uri: str, sweep_id: str | None = None, experiment: str | None = N
     experiment_id, experiment_name = resolve_experiment(client, experiment, experiment_id)
     sweep_id, parent = find_parent(client, experiment_id, sweep_id)
     runs = [r for r in search_all(client, [experiment_id], f"tags.sweep_id = '{sweep_id}'")
-            if r.data.tags.get("sweep_role") != "parent"]
+            if not is_parent(r)]
     if not runs:
         raise ConfigError(f"no runs tagged sweep_id={sweep_id} in experiment '{experiment_name}' of {uri}.")
     frame = runs_frame(runs)
@@ -174,5 +160,5 @@ def experiment_frame(uri: str, experiment_id: str) -> pd.DataFrame:
     """Every FINISHED training run of the experiment (parents excluded), for cross-device pairing."""
     client = client_for(uri)
     runs = [r for r in search_all(client, [experiment_id], "attributes.status = 'FINISHED'")
-            if r.data.tags.get("sweep_role") != "parent" and r.data.tags.get("loss")]
+            if not is_parent(r) and r.data.tags.get("loss")]
     return runs_frame(runs)

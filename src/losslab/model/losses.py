@@ -1,0 +1,133 @@
+"""The lecture's losses (and three common variants), one small class each, behind one registry.
+
+Every loss takes raw logits ``(N, C)`` and class ids ``(N,)``; those that compare
+distributions build one-hot targets through ``losslab.model.targets``. ``probabilities`` is the
+model's predictive distribution under that loss (softmax, except BCE's per-class sigmoids).
+
+Conventions (what gets logged as ``train/loss``):
+- ``mse``: ``nn.MSELoss`` = mean over N·C squared errors (the lecture writes 1/(2N)·Σ; ours is
+  that value ·2/C).
+- ``bce``: ``BCEWithLogitsLoss`` on one-hot targets = mean over N·C binary cross-entropies.
+- ``kl``: ``KLDivLoss(reduction="batchmean")``; with pure one-hot targets it equals ``ce``
+  (the target entropy is 0), so the two train identically unless ``smoothing`` > 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from losslab.errors import ConfigError
+from losslab.model.targets import one_hot
+
+
+def probabilities(logits: torch.Tensor, activation: str = "softmax") -> torch.Tensor:
+    """Predictive distribution from logits: ``softmax``, or ``sigmoid`` scores renormalised to sum 1."""
+    if activation == "sigmoid":
+        p = logits.sigmoid()
+        return p / p.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    return logits.softmax(dim=-1)
+
+
+class Loss(nn.Module):
+    """Base: a loss on logits and class ids; ``activation`` names its predictive distribution."""
+
+    activation = "softmax"
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return probabilities(logits, self.activation)
+
+
+class CrossEntropy(Loss):
+    """``ce`` / ``ce_smooth`` / ``ce_weighted``: ``F.cross_entropy`` on logits and class ids."""
+
+    def __init__(self, label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.label_smoothing = float(label_smoothing)
+        weight = torch.as_tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.register_buffer("weight", weight)
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, weight=self.weight, label_smoothing=self.label_smoothing)
+
+
+class BinaryCrossEntropy(Loss):
+    """``bce``: sigmoid of each logit vs its one-hot target (stable with-logits form), any C."""
+
+    activation = "sigmoid"
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, one_hot(y, logits.shape[-1]))
+
+
+class MeanSquaredError(Loss):
+    """``mse``: softmax probabilities vs one-hot targets (``nn.MSELoss`` convention, 1/(N·C))."""
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(logits.softmax(dim=-1), one_hot(y, logits.shape[-1]))
+
+
+class KLDivergence(Loss):
+    """``kl``: ``KL(target ‖ softmax)``, batchmean, target one-hot optionally smoothed."""
+
+    def __init__(self, smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.smoothing = float(smoothing)
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = one_hot(y, logits.shape[-1], self.smoothing)
+        return F.kl_div(logits.log_softmax(dim=-1), target, reduction="batchmean")
+
+
+class Focal(Loss):
+    """``focal``: ``-(1 - p_t)^γ · log p_t``, mean over the batch (γ=0 gives ``ce``)."""
+
+    def __init__(self, gamma: float = 2.0) -> None:
+        super().__init__()
+        self.gamma = float(gamma)
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        log_pt = logits.log_softmax(dim=-1).gather(1, y[:, None]).squeeze(1)
+        return (-(1.0 - log_pt.exp()).pow(self.gamma) * log_pt).mean()
+
+
+def balanced_weights(class_counts: Sequence[int]) -> list[float]:
+    """``N / (C · n_c)`` per class (scikit-learn's "balanced"); unseen classes get weight 0."""
+    counts = torch.as_tensor(list(class_counts), dtype=torch.float64)
+    total, classes = counts.sum(), len(counts)
+    return [float(total / (classes * c)) if c > 0 else 0.0 for c in counts]
+
+
+def _ce_weighted(class_counts: Sequence[int], class_weights: str | Sequence[float] = "balanced",
+                 label_smoothing: float = 0.0) -> Loss:
+    weights = balanced_weights(class_counts) if class_weights == "balanced" else list(class_weights)
+    if len(weights) != len(class_counts):
+        raise ConfigError(f"loss.class_weights has {len(weights)} values for {len(class_counts)} classes.")
+    return CrossEntropy(label_smoothing=label_smoothing, class_weights=weights)
+
+
+LOSSES: dict[str, Callable[..., Loss]] = {
+    "ce": lambda class_counts: CrossEntropy(),
+    "ce_smooth": lambda class_counts, label_smoothing=0.1: CrossEntropy(label_smoothing=label_smoothing),
+    "ce_weighted": _ce_weighted,
+    "bce": lambda class_counts: BinaryCrossEntropy(),
+    "mse": lambda class_counts: MeanSquaredError(),
+    "kl": lambda class_counts, smoothing=0.0: KLDivergence(smoothing),
+    "focal": lambda class_counts, gamma=2.0: Focal(gamma),
+}
+"""Config name (``loss.name``, = the file name in ``conf/loss/``) → factory."""
+
+
+def build_loss(cfg: Any, class_counts: Sequence[int]) -> Loss:
+    """The loss a ``loss`` config names, with its parameters (``conf/loss/<name>.yaml``)."""
+    params = {k: v for k, v in dict(cfg).items() if k != "name"}
+    name = str(cfg["name"])
+    if name not in LOSSES:
+        raise ConfigError(f"unknown loss '{name}' (loss.name); valid losses: {', '.join(sorted(LOSSES))}.")
+    try:
+        return LOSSES[name](class_counts=class_counts, **params)
+    except TypeError as exc:
+        raise ConfigError(f"loss '{name}': bad parameters {sorted(params)} ({exc}); see conf/loss/{name}.yaml.") from None

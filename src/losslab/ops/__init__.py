@@ -1,0 +1,1 @@
+"""Ops: the team MLflow server on PostgreSQL (``server``, ``postgres``) and the MLflow UI (``ui``)."""

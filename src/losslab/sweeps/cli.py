@@ -1,0 +1,72 @@
+"""Sweeps: many trainings as children of one MLflow parent run, then the comparison report.
+
+    python -m losslab.sweeps losses              # or: make sweep            (7 losses × seeds 0-4)
+    python -m losslab.sweeps quick --jobs 2      # or: make sweep SWEEP=quick SWEEP_JOBS=2
+    python -m losslab.sweeps grid trainer.max_epochs=5        # extra overrides go to every job
+
+``losses``, ``quick`` and ``grid`` are Hydra multiruns of ``losslab.training.train`` (``conf/sweep/<name>.yaml``,
+also runnable as ``python -m losslab.train +sweep=<name>``); their parent run is opened and closed
+by ``losslab.sweeps.callbacks.SweepParentRun``. ``search`` is an Optuna search per loss
+(``losslab.sweeps.search``). ``--jobs 1`` runs every job in this process (imports and featurizing are
+paid once); ``--jobs N`` uses Hydra's joblib launcher with N worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from losslab.errors import ConfigError, friendly_exit
+from losslab.paths import config_dir
+
+def available_sweeps() -> list[str]:
+    """Names of the sweeps in ``conf/sweep/`` (files starting with ``_`` are shared parts)."""
+    return sorted(p.stem for p in (config_dir() / "sweep").glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def hydra_argv(name: str, jobs: int, overrides: Sequence[str]) -> list[str]:
+    """The ``losslab.training.train`` command line of a Hydra sweep."""
+    argv = ["--multirun", f"+sweep={name}"]
+    if jobs > 1:
+        argv += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
+    return argv + list(overrides)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m losslab.sweeps", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", nargs="?", default="losses", help="a file of conf/sweep/ (default: losses)")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default 1: in-process)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every job, e.g. trainer.max_epochs=5")
+    return parser.parse_intermixed_args(argv)
+
+
+@friendly_exit
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    names = available_sweeps()
+    if args.name not in names:
+        raise ConfigError(f"unknown sweep '{args.name}': choose one of {', '.join(names)} (files in conf/sweep/).")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs {args.jobs} (SWEEP_JOBS) must be >= 1.")
+    if args.name == "search":
+        from losslab.sweeps.search import run_search
+
+        run_search(args.overrides, jobs=args.jobs)
+        return
+    from losslab.training import train
+    from losslab.sweeps.callbacks import close_open_sweeps
+
+    saved, sys.argv = sys.argv, [sys.argv[0], *hydra_argv(args.name, args.jobs, args.overrides)]
+    try:
+        train.main()  # Hydra parses sys.argv
+    except BaseException as exc:
+        close_open_sweeps(f"the multirun stopped: {type(exc).__name__}: {exc}"[:500])
+        raise
+    finally:
+        sys.argv = saved
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""``make sweep SWEEP=search``: an Optuna search per loss, then the best trial re-run on several seeds.
+
+Optuna is used directly (in-memory study per loss, TPE sampler): the Hydra Optuna sweeper pins
+optuna<3, its sqlite storage fails with SQLAlchemy 2, and it runs one study per multirun, not one
+per loss followed by re-runs. Each trial is a ``losslab.training.train.train`` call on a config composed from
+``conf/`` with the sampled overrides, a child of the sweep's parent run (tag ``sweep_phase``).
+With ``--jobs N`` the losses are searched in N worker processes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from losslab.errors import ConfigError
+from losslab.paths import config_dir
+
+
+def compose(overrides: Sequence[str]) -> DictConfig:
+    """The search's config (``+sweep=search``) with ``overrides``, as Hydra composes it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=["+sweep=search", *overrides])
+
+
+def suggest(trial: Any, space: DictConfig) -> list[str]:
+    """Sample one value per key of ``space``; returned as Hydra overrides."""
+    overrides = []
+    for key, spec in space.items():
+        if "choices" in spec:
+            value = trial.suggest_categorical(key, list(spec.choices))
+        elif spec.get("int", False):
+            value = trial.suggest_int(key, int(spec.low), int(spec.high), log=bool(spec.get("log", False)))
+        elif "low" in spec and "high" in spec:
+            value = trial.suggest_float(key, float(spec.low), float(spec.high), log=bool(spec.get("log", False)))
+        else:
+            raise ConfigError(f"sweep.search.space.{key} in conf/sweep/search.yaml needs {{low, high}} or {{choices}}.")
+        overrides.append(f"{key}={value}")
+    return overrides
+
+
+def run_one(overrides: Sequence[str], output_dir: Path) -> float:
+    """Compose and train once; the value of the search objective."""
+    from losslab.training.train import train
+
+    cfg = compose(overrides)
+    result = train(cfg, output_dir)
+    objective = str(cfg.sweep.search.objective)
+    if objective == "best_val/f1_macro":
+        return result.best_val_f1_macro
+    from mlflow.tracking import MlflowClient
+
+    return float(MlflowClient(result.tracking_uri).get_run(result.run_id).data.metrics[objective])
+
+
+def search_loss(loss: str, base: Sequence[str], output_dir: Path) -> dict[str, Any]:
+    """Search one loss, then re-run its best trial on the final seeds. Returns a summary."""
+    import optuna
+
+    cfg = compose([*base, f"loss={loss}"])
+    search = cfg.sweep.search
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", study_name=f"{loss}",
+                                sampler=optuna.samplers.TPESampler(seed=int(search.seed)))
+
+    def objective(trial: Any) -> float:
+        sampled = suggest(trial, search.space)
+        tags = ["+tracking.tags.sweep_phase=search", f"+tracking.tags.trial={trial.number}"]
+        name = f"tracking.run_name={loss}-trial{trial.number}"
+        return run_one([*base, f"loss={loss}", f"seed={search.seed}", *sampled, *tags, name],
+                       output_dir / f"{loss}-trial{trial.number}")
+
+    study.optimize(objective, n_trials=int(search.trials))
+    best = [f"{k}={v}" for k, v in study.best_params.items()]
+    print(f"search {loss}: best {search.objective}={study.best_value:.4f} with {' '.join(best)}")
+    finals = {}
+    for seed in search.final_seeds:
+        finals[int(seed)] = run_one([*base, f"loss={loss}", f"seed={seed}", *best, "+tracking.tags.sweep_phase=final",
+                                     f"+tracking.tags.best_trial={study.best_trial.number}"],
+                                    output_dir / f"{loss}-final-s{seed}")
+    return {"loss": loss, "best_value": study.best_value, "best_params": study.best_params, "finals": finals}
+
+
+def run_search(overrides: Sequence[str], jobs: int = 1) -> list[dict[str, Any]]:
+    """The whole search sweep under one parent run; the report at the end."""
+    from losslab.sweeps.finish import finish_sweep, register_champion
+    from losslab.tracking.store import tracking_uri
+    from losslab.tracking.sweep_runs import start_parent
+
+    cfg = compose(overrides)
+    search = cfg.sweep.search
+    uri = tracking_uri(cfg.tracking)
+    params = {"sweep.losses": ",".join(search.losses), "sweep.trials": search.trials,
+              "sweep.final_seeds": ",".join(map(str, search.final_seeds)), "sweep.objective": search.objective,
+              "sweep.space": OmegaConf.to_yaml(search.space), "sweep.overrides": " ".join(overrides),
+              "sweep.n_jobs": jobs}
+    parent = start_parent(uri, str(cfg.tracking.experiment), "search", params)
+    base = [*overrides, f"tracking.parent_run_id={parent.run_id}",
+            f"tracking.tags.sweep_id={parent.sweep_id}"]
+    output_dir = Path("outputs/search") / f"{time.strftime('%Y-%m-%d')}" / parent.sweep_id
+    failed = None
+    results: list[dict[str, Any]] = []
+    try:
+        if jobs > 1:
+            from joblib import Parallel, delayed
+
+            results = Parallel(n_jobs=jobs)(delayed(search_loss)(loss, base, output_dir) for loss in search.losses)
+        else:
+            results = [search_loss(loss, base, output_dir) for loss in search.losses]
+    except BaseException as exc:
+        failed = f"{type(exc).__name__}: {exc}"[:500]
+        raise
+    finally:
+        finish_sweep(parent, report=bool(cfg.sweep.report.enabled) and failed is None,
+                     reports_dir=cfg.sweep.reports_dir, failed=failed)
+    if cfg.sweep.register:
+        register_champion(uri, parent.sweep_id, str(cfg.tracking.experiment))
+    return results

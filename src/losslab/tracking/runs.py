@@ -1,0 +1,165 @@
+"""One MLflow run per training: its lifecycle (FINISHED / FAILED / KILLED), params, tags and summary.
+
+Only rank 0 of a multi-process (DDP) training records the real run; other ranks write to a
+throwaway store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import subprocess
+import sys
+from typing import Any, Iterator, Mapping
+
+from losslab.paths import project_root
+from losslab.tracking.store import experiment_id_for
+
+
+MAX_PARAM_LENGTH = 6000
+
+
+def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → ``{"model.hidden": "256", …}`` (values as MLflow param strings)."""
+    flat: dict[str, str] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def git_state(root: Any = None) -> tuple[str, bool]:
+    """``(commit, dirty)`` of the project checkout; ``("unknown", False)`` outside git."""
+    cwd = str(root or project_root())
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                                capture_output=True, text=True, check=True).stdout
+        return commit, bool(status.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+
+
+def environment_tags() -> dict[str, str]:
+    """Versions of the stack a run depends on."""
+    import mlflow
+    import pytorch_lightning
+    import torch
+
+    return {"torch_version": torch.__version__, "lightning_version": pytorch_lightning.__version__,
+            "mlflow_version": mlflow.__version__, "python_version": platform.python_version()}
+
+
+def device_tags(root_device: Any) -> dict[str, str]:
+    import torch
+
+    if root_device.type == "cuda":
+        return {"device": "cuda", "device_name": torch.cuda.get_device_name(root_device)}
+    return {"device": "cpu", "device_name": _cpu_name()}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@contextlib.contextmanager
+def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str],
+               parent_run_id: str | None = None, resume_run_id: str | None = None) -> Iterator[Any]:
+    """Start a run (a child of ``parent_run_id``; or reopen ``resume_run_id``).
+
+    It ends FINISHED; KILLED on Ctrl-C/SIGTERM; FAILED on any other exception, with the reason
+    in the ``error`` tag (and ``failure_epoch`` when the exception knows its epoch).
+    """
+    import mlflow
+
+    from losslab.errors import TrainingInterrupted
+
+    if process_rank() > 0:  # DDP (trainer=ddp): every process runs train(); only rank 0 records the run
+        uri, parent_run_id, resume_run_id = scratch_store(), None, None
+    mlflow.set_tracking_uri(uri)
+    if resume_run_id:
+        run = mlflow.start_run(run_id=resume_run_id)
+    else:
+        tags = dict(tags)
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = mlflow.start_run(experiment_id=experiment_id_for(uri, experiment), run_name=run_name, tags=tags)
+    try:
+        yield run
+    except (KeyboardInterrupt, SystemExit, TrainingInterrupted) as exc:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("error", f"interrupted: {type(exc).__name__} {exc}"[:5000])
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException as exc:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
+            if getattr(exc, "epoch", None) is not None:
+                mlflow.set_tag("failure_epoch", str(exc.epoch))  # type: ignore[attr-defined]
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def process_rank() -> int:
+    """This process's rank in a multi-process (DDP) training, from the launcher's variables; 0 when alone."""
+    import os
+
+    for key in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"):  # any non-zero one means "not rank 0"
+        value = os.environ.get(key, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
+
+
+def scratch_store() -> str:
+    """A throwaway sqlite store (removed at exit) for the runs of DDP ranks > 0."""
+    import atexit
+    import shutil
+    import tempfile
+
+    scratch = tempfile.mkdtemp(prefix="losslab-rank-")
+    atexit.register(shutil.rmtree, scratch, True)
+    return f"sqlite:///{scratch}/mlflow.db"
+
+
+def resume_info(uri: str, run_id: str) -> tuple[Any, str]:
+    """The logged config and output dir of run ``run_id``, to resume it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from omegaconf import OmegaConf
+
+    from losslab.errors import ConfigError
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        run = mlflow.MlflowClient(uri).get_run(run_id)
+        text = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
+    except MlflowException as exc:
+        raise ConfigError(f"resume={run_id}: no such run with a config.yaml in {uri} ({exc.message}).") from None
+    if run.info.status == "FINISHED":
+        raise ConfigError(f"resume={run_id}: the run already FINISHED; nothing to resume.")
+    output_dir = run.data.tags.get("output_dir", "")
+    return OmegaConf.create(text), output_dir
+
+
+def print_run(run_id: str, uri: str, metrics: Mapping[str, float], stream: Any = None) -> None:
+    """The end-of-training summary a user reads (on ``sys.stdout`` as it is at call time)."""
+    if process_rank() > 0:
+        return  # a DDP rank > 0: its run was a scratch copy; rank 0 prints the real one
+    stream = stream or sys.stdout
+    print("\nTest metrics (best validation checkpoint):", file=stream)
+    for key in sorted(metrics):
+        print(f"  {key:<24} {metrics[key]:.4f}", file=stream)
+    print(f"MLflow run id: {run_id}\nTracking URI:  {uri}", file=stream)

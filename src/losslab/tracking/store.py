@@ -1,0 +1,118 @@
+"""The MLflow store: where it is, that it is reachable and writable, and its experiments.
+
+The store is ``tracking.uri`` → ``$MLFLOW_TRACKING_URI`` → ``sqlite:///<root>/mlflow.db``
+(artifacts in ``<root>/mlartifacts``). Experiments are created once, under a file lock for
+sqlite stores, and runs are started by experiment id, never by name, so parallel jobs cannot
+be misfiled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator
+
+from losslab.errors import ConfigError
+from losslab.paths import default_tracking_uri
+
+
+def tracking_uri(cfg: Any | None = None) -> str:
+    configured = cfg.get("uri") if cfg is not None else None
+    return str(configured) if configured else default_tracking_uri()
+
+
+def ensure_experiment(client: Any, name: str, uri: str) -> str:
+    """The id of experiment ``name``, creating it (race-safe) with artifacts beside a sqlite store."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            raise ConfigError(f"MLflow experiment '{name}' is deleted in {uri}; restore it or set tracking.experiment.")
+        return found.experiment_id
+    location = artifact_root_for(uri)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)  # another process created it first
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///…`` URI; None for any other store."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def artifact_root_for(uri: str) -> str | None:
+    """Artifacts of a sqlite store live beside it (``<db dir>/mlartifacts``), not in the cwd."""
+    db = sqlite_path(uri)
+    return (db.resolve().parent / "mlartifacts").as_uri() if db else None
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialise store creation/migration and experiment creation across processes (sqlite only).
+
+    Several processes creating one new sqlite store at once corrupt it, and racing
+    ``set_experiment`` calls misfile runs: every process takes this file lock for that step.
+    """
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    import fcntl
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def experiment_id_for(uri: str, experiment: str) -> str:
+    """Open (creating or upgrading if needed) the store and return the experiment's id."""
+    from mlflow.tracking import MlflowClient
+
+    with store_lock(uri):
+        return ensure_experiment(MlflowClient(uri), experiment, uri)
+
+
+def check_store(uri: str) -> None:
+    """Fail fast, with the fix, when the tracking store cannot be reached or written."""
+    from losslab.errors import ConfigError
+
+    fix = "Set MLFLOW_TRACKING_URI (or tracking.uri) to a reachable, writable store, or unset it for the default."
+    if uri.startswith(("http://", "https://")):
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
+        except OSError as exc:
+            raise ConfigError(f"tracking server {uri} is unreachable ({exc}). Start it (make server) or: {fix}") from None
+    elif (db := sqlite_path(uri)) is not None:
+        import os
+
+        parent = db.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"tracking store {uri}: cannot create {parent} ({exc.strerror}). {fix}") from None
+        target = db if db.exists() else parent
+        if not os.access(target, os.W_OK):
+            raise ConfigError(f"tracking store {uri}: {target} is read-only. {fix}")
+
+
+def search_all(client: Any, experiment_ids: list[str], filter_string: str = "") -> list[Any]:
+    """Every run matching ``filter_string`` (all pages)."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
