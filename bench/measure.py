@@ -175,7 +175,7 @@ def _epoch_timer() -> Any:
 def lightning_epochs(cfg: Any, fs: Any, output_dir: Path, uri: str) -> EpochTimes:
     """One ``trainer.fit`` of ``cfg.trainer.max_epochs`` epochs, built by ``losslab.training.train``'s own helpers,
     logging to a run of the (throwaway) store ``uri`` — as a real training does."""
-    from losslab.tracking.runs import runs as tracking
+    from losslab.tracking import runs as tracking
     from losslab.training.train import _build, _make_trainer
 
     parts = _build(cfg, fs)

@@ -154,7 +154,7 @@ def cli_help_seconds(env: dict[str, str], work: Path, repeats: int) -> float:
 
 # --- the whole benchmark ------------------------------------------------------------------------
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from losslab.tracking.runs import runs as tracking
+    from losslab.tracking import store as tracking
     from losslab.data.dataset import load_dataset
     from losslab.data.featureset import build_feature_set
 
