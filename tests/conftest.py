@@ -61,30 +61,49 @@ def tiny_binary(tmp_path: Path) -> dict[str, Path]:
             "test": write_table(tmp_path / "test.csv", test, "csv")}
 
 
-@pytest.fixture
-def compose(tmp_path: Path) -> Callable[..., object]:
-    """Compose the real ``conf/`` with overrides; tiny model, CPU, store in tmp_path."""
+def _compose_conf(overrides: list[str], return_hydra_config: bool = False):
+    """Compose the real ``conf/config.yaml`` with ``overrides`` (Hydra's global state cleared before and after)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    def _compose(*overrides: str):
-        GlobalHydra.instance().clear()
-        base = [
-            "trainer.accelerator=cpu",
-            "trainer.max_epochs=3",
-            "model.hidden=16",
-            "optimizer.lr=0.01",
-            "data.batch_size=32",
-            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-            "tracking.experiment=tests",
-            "hydra.run.dir=" + str(tmp_path / "run"),
-        ]
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=[*base, *overrides])
-
-    yield _compose
     GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def tiny_overrides(tmp_path: Path) -> list[str]:
+    """What every test training gets unless it overrides it: tiny model, CPU, store and outputs in tmp_path."""
+    return [
+        "trainer.accelerator=cpu",
+        "trainer.max_epochs=3",
+        "model.hidden=16",
+        "optimizer.lr=0.01",
+        "data.batch_size=32",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        "tracking.experiment=tests",
+        "hydra.run.dir=" + str(tmp_path / "run"),
+    ]
+
+
+@pytest.fixture
+def compose(tmp_path: Path) -> Callable[..., object]:
+    """The one way tests compose ``conf/``: ``compose(*overrides, tiny=True, return_hydra_config=False)``.
+
+    ``tiny=True`` puts ``tiny_overrides(tmp_path)`` first (tiny model, CPU, sqlite store in
+    ``tmp_path``), so a test's own overrides win; ``tiny=False`` composes exactly what the
+    CLI would with only the given overrides. ``return_hydra_config=True`` keeps the ``hydra``
+    node (launchers, sweeper, run dir).
+    """
+
+    def _compose(*overrides: str, tiny: bool = True, return_hydra_config: bool = False):
+        base = tiny_overrides(tmp_path) if tiny else []
+        return _compose_conf([*base, *overrides], return_hydra_config=return_hydra_config)
+
+    return _compose
 
 
 def data_overrides(paths: dict[str, Path]) -> list[str]:

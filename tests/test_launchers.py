@@ -10,25 +10,18 @@ import pytest
 from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 
-from conftest import CONF
 from losslab.tracking.runs import process_rank
 from sweep_fixture import EXPERIMENT, run_sweep, tiny_data
 
 
-def composed(*overrides: str):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
+@pytest.fixture
+def composed(compose):
+    """conf/ as the CLI composes it (no test defaults), with the ``hydra`` node (launchers)."""
+    return lambda *overrides: compose(*overrides, tiny=False, return_hydra_config=True)
 
 
 @pytest.mark.parametrize("name, target", [("submitit_slurm", "SlurmLauncher"), ("submitit_local", "LocalLauncher")])
-def test_submitit_launchers_compose_with_resources(name, target):
+def test_submitit_launchers_compose_with_resources(composed, name, target):
     cfg = composed("+sweep=quick", f"hydra/launcher={name}")
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith(f"submitit_launcher.{target}")
@@ -40,7 +33,7 @@ def test_submitit_launchers_compose_with_resources(name, target):
         assert {"partition", "account", "gres", "array_parallelism", "setup"} <= set(built.params)
 
 
-def test_ddp_trainer_config_picks_lightnings_ddp_strategy():
+def test_ddp_trainer_config_picks_lightnings_ddp_strategy(composed):
     cfg = composed("trainer=ddp")
     assert (cfg.trainer.strategy, cfg.trainer.accelerator, cfg.trainer.devices) == ("ddp", "gpu", "auto")
     assert cfg.trainer.max_epochs == composed().trainer.max_epochs  # everything else from trainer/default

@@ -59,15 +59,8 @@ def test_committed_params_yaml_matches_conf(tmp_path):
     assert fresh.read_text() == (ROOT / "params.yaml").read_text(), "params.yaml is stale: run `make params`"
 
 
-def test_make_train_config_has_no_pipeline_keys():
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=["loss=mse"])
-    GlobalHydra.instance().clear()
+def test_make_train_config_has_no_pipeline_keys(compose):
+    cfg = compose("loss=mse", tiny=False)
     assert "losses" not in cfg and cfg.loss.name == "mse"
 
 
