@@ -85,6 +85,27 @@ def test_reliability_bins_and_ece():
     assert expected_calibration_error(overconfident) == pytest.approx(0.3)
 
 
+def test_one_confusion_matrix_drawing_for_the_run_png_and_the_report_grid(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from losslab.report.plots import confusion_matrices
+    from losslab.training.evaluation import draw_confusion_matrix, plot_confusion_matrix
+
+    labels, predicted = np.array([0, 0, 0, 1, 1]), np.array([0, 0, 1, 1, 1])
+    fig, ax = plt.subplots()
+    draw_confusion_matrix(ax, labels, predicted, CLASSES, title="ce")
+    assert [t.get_text() for t in ax.texts] == ["2\n67%", "1\n33%", "0\n0%", "2\n100%"]
+    assert ax.get_title() == "ce" and [t.get_text() for t in ax.get_yticklabels()] == CLASSES
+    plt.close(fig)
+    probs = np.eye(2)[predicted] * 0.8 + 0.1
+    assert plot_confusion_matrix(labels, predicted, CLASSES, tmp_path / "one.png").stat().st_size > 0
+    assert confusion_matrices({"ce": (labels, probs), "kl": (labels, probs)}, CLASSES,
+                              tmp_path / "grid.png").stat().st_size > 0
+
+
 # ---- whole reports from real stores ----------------------------------------------------------------
 
 def log_run(client: MlflowClient, experiment_id: str, tmp: Path, loss: str, seed: int, f1: float, *,

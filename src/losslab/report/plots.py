@@ -123,21 +123,12 @@ def reliability_diagrams(pooled: Mapping[str, tuple[np.ndarray, np.ndarray]], bi
 
 def confusion_matrices(pooled: Mapping[str, tuple[np.ndarray, np.ndarray]], class_names: Sequence[str],
                        path: Path) -> Path:
-    """One row-normalised confusion matrix per loss, counts summed over seeds."""
-    from sklearn.metrics import confusion_matrix
+    """One confusion matrix per loss (``training.evaluation.draw_confusion_matrix``), counts summed over seeds."""
+    from losslab.training.evaluation import draw_confusion_matrix
 
     plt, fig, axes = _grid(len(pooled), width=3.0, height=2.9)
-    ticks = range(len(class_names))
     for ax, (loss, (labels, probs)) in zip(axes, pooled.items()):
-        counts = confusion_matrix(labels, probs.argmax(axis=1), labels=list(ticks))
-        rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-        for (i, j), n in np.ndenumerate(counts):
-            ax.text(j, i, f"{n}\n{rates[i, j]:.0%}", ha="center", va="center", fontsize=8,
-                    color="white" if rates[i, j] > 0.5 else "black")
-        ax.set_xticks(ticks, class_names, rotation=20, fontsize=7)
-        ax.set_yticks(ticks, class_names, fontsize=7)
-        ax.set_title(loss, fontsize=9)
+        draw_confusion_matrix(ax, labels, probs.argmax(axis=1), class_names, title=loss, fontsize=8)
     fig.supxlabel("predicted", fontsize=9)
     fig.supylabel("true", fontsize=9)
     fig.tight_layout()

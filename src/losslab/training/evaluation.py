@@ -18,29 +18,36 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: S
     return report(y_true, y_pred, **kwargs), report(y_true, y_pred, output_dict=True, **kwargs)
 
 
+def draw_confusion_matrix(ax, y_true: np.ndarray, y_pred: np.ndarray,  # type: ignore[no-untyped-def]
+                          class_names: Sequence[str], title: str = "", fontsize: int = 9) -> None:
+    """Counts with row-normalised shading on one matplotlib axes (the per-run PNG and the report's grid)."""
+    from sklearn.metrics import confusion_matrix
+
+    ticks = range(len(class_names))
+    counts = confusion_matrix(y_true, y_pred, labels=list(ticks))
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), n in np.ndenumerate(counts):
+        ax.text(j, i, f"{n}\n{rates[i, j]:.0%}", ha="center", va="center", fontsize=fontsize,
+                color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xticks(ticks, class_names, rotation=25, ha="right", fontsize=fontsize - 1)
+    ax.set_yticks(ticks, class_names, fontsize=fontsize - 1)
+    ax.set_title(title, fontsize=fontsize + 1)
+
+
 def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str], path: Path,
                           title: str = "") -> Path:
-    """Counts with row-normalised shading; saved as PNG."""
+    """One confusion matrix (``draw_confusion_matrix``) saved as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
 
-    counts = confusion_matrix(y_true, y_pred, labels=list(range(len(class_names))))
-    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     size = 2.2 + 0.9 * len(class_names)
     fig, ax = plt.subplots(figsize=(size, size * 0.85), dpi=110)
-    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for (i, j), n in np.ndenumerate(counts):
-        ax.text(j, i, f"{n}\n{rates[i, j]:.0%}", ha="center", va="center",
-                color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
-    ticks = range(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=30, ha="right")
-    ax.set_yticks(ticks, class_names)
+    draw_confusion_matrix(ax, y_true, y_pred, class_names, title or "test confusion matrix")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title or "test confusion matrix", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
