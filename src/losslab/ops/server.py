@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -33,6 +32,7 @@ from typing import Any, Sequence
 from losslab.errors import ConfigError, LosslabError, friendly_exit
 from losslab.ops.postgres import DbUser, ensure_database, init_cluster, postgres_bin_dir, start_postgres, stop_postgres
 from losslab.paths import config_dir, project_root
+from losslab.tracking.store import health_problem
 
 STATE_FILE = "server.json"
 
@@ -110,11 +110,8 @@ def start_mlflow(run_dir: Path, host: str, port: int, backend_uri: str, workers:
 
 
 def healthy(uri: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
-            return response.status == 200
-    except OSError:
-        return False
+    """Whether the server at ``uri`` answers ``/health`` (``tracking.store.health_problem``)."""
+    return health_problem(uri, timeout) is None
 
 
 def wait_healthy(uri: str, process: subprocess.Popen, timeout: float, log: Path) -> None:

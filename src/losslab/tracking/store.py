@@ -81,18 +81,26 @@ def experiment_id_for(uri: str, experiment: str) -> str:
         return ensure_experiment(MlflowClient(uri), experiment, uri)
 
 
+def health_problem(uri: str, timeout: float = 2.0) -> str | None:
+    """Ask the tracking server's ``/health``: None when it answers 200, else what went wrong."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            return None if response.status == 200 else f"/health answered HTTP {response.status}"
+    except OSError as exc:  # URLError, HTTPError, timeouts and refused connections are all OSErrors
+        return str(exc)
+
+
 def check_store(uri: str) -> None:
     """Fail fast, with the fix, when the tracking store cannot be reached or written."""
     from losslab.errors import ConfigError
 
     fix = "Set MLFLOW_TRACKING_URI (or tracking.uri) to a reachable, writable store, or unset it for the default."
     if uri.startswith(("http://", "https://")):
-        import urllib.request
-
-        try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).read()
-        except OSError as exc:
-            raise ConfigError(f"tracking server {uri} is unreachable ({exc}). Start it (make server) or: {fix}") from None
+        problem = health_problem(uri, timeout=5.0)
+        if problem:
+            raise ConfigError(f"tracking server {uri} is unreachable ({problem}). Start it (make server) or: {fix}")
     elif (db := sqlite_path(uri)) is not None:
         import os
 
