@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from omegaconf import OmegaConf
 
-from conftest import CONF
+from conftest import CONF, synthetic_rows
 from losslab.data.batches import SparseBatches, csr_to_batch
 from losslab.data.features import Featurizer
 from losslab.model.network import PReLUMLP, SparseLinear
@@ -27,6 +27,37 @@ def test_every_features_config_is_sparse_and_round_trips(name):
         assert x[-1].nnz == 0
     restored = Featurizer.from_state(*fitted.state())
     assert (restored.transform(TRAIN) != fitted.transform(TRAIN)).nnz == 0
+
+
+@pytest.mark.parametrize("name", ["onehot", "tfidf", "ngrams"])
+def test_saved_featurizer_loads_as_json_and_npz_and_transforms_identically(name, tmp_path):
+    import json
+
+    cfg = OmegaConf.load(CONF / "features" / f"{name}.yaml")
+    train = [text for text, _ in synthetic_rows(60, ["aggressive", "calm", "sad"], seed=1)]
+    new = [text for text, _ in synthetic_rows(20, ["aggressive", "calm", "sad"], seed=9)] + ["nada conocido aquí"]
+    fitted = Featurizer.from_config(cfg).fit(train)
+    fitted.save(tmp_path)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["featurizer.json", "featurizer.npz"]
+    meta = json.loads((tmp_path / "featurizer.json").read_text(encoding="utf-8"))
+    with np.load(tmp_path / "featurizer.npz", allow_pickle=False) as npz:  # raises on any pickled object
+        arrays = {key: npz[key] for key in npz.files}
+    assert sorted(arrays) == sorted(f"{part}.idf" for part in fitted.vectorizers if cfg.weighting == "tfidf")
+    assert all(a.dtype != object for a in arrays.values()) and sorted(meta["parts"]) == sorted(fitted.vectorizers)
+
+    loaded = Featurizer.load(tmp_path)
+    assert loaded.weighting == fitted.weighting and loaded.vocabulary_size == fitted.vocabulary_size
+    for part, vec in fitted.vectorizers.items():
+        assert loaded.vectorizers[part].vocabulary_ == vec.vocabulary_
+        if cfg.weighting == "tfidf":
+            assert np.array_equal(loaded.vectorizers[part].idf_, vec.idf_)
+    expected, got = fitted.transform(new), loaded.transform(new)
+    assert expected.nnz > 0 and got.shape == expected.shape and got.dtype == expected.dtype
+    expected.sort_indices()
+    got.sort_indices()
+    assert np.array_equal(got.indptr, expected.indptr) and np.array_equal(got.indices, expected.indices)
+    assert np.array_equal(got.data, expected.data)  # same values, bit for bit
 
 
 def test_onehot_is_binary_and_keeps_corpus_tokens():
