@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train test test-fast predict ui lock clean
+.PHONY: help setup data train test test-fast lint predict ui lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ test: setup browser-deps postgres-deps ## run every test, slow end-to-end ones i
 
 test-fast: setup ## skip the slow end-to-end tests
 	$(PY) -m pytest -m "not slow"
+
+# both reports always print; either failing fails the target
+lint: setup ## ruff (style, pyflakes) + lint-imports (the layer contract in pyproject.toml)
+	$(VENV)/bin/ruff check .; ruff=$$?; $(VENV)/bin/lint-imports --no-cache --no-logo && exit $$ruff
 
 lock: ## re-resolve the stack and rewrite constraints.txt (after editing pyproject.toml)
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock

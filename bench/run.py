@@ -61,7 +61,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="trainer=<cpu|gpu> for every training; the plain loop runs on the same device")
     parser.add_argument("--repeats", type=int, default=5, help="repeats of each in-process measure (default 5)")
     parser.add_argument("--fits", type=int, default=4, help="interleaved Lightning/plain fits (default 4)")
-    parser.add_argument("--epochs", type=int, default=6, help="epochs per throughput fit (default 6); the first is dropped")
+    parser.add_argument("--epochs", type=int, default=6,
+                        help="epochs per throughput fit (default 6); the first is dropped")
     parser.add_argument("--runs", type=int, default=3, help="python -m losslab.train subprocesses (default 3)")
     parser.add_argument("--sweeps", type=int, default=2, help="quick sweeps (default 2; 0 skips them)")
     parser.add_argument("--output", default=str(project_root() / "bench" / "results.json"))
@@ -135,7 +136,8 @@ def sweep_runs(n: int, overrides: list[str], env: dict[str, str], work: Path) ->
 
 
 IMPORT_PROBE = ("import time; t = [time.perf_counter()]; import torch; t.append(time.perf_counter()); "
-                "import pytorch_lightning; t.append(time.perf_counter()); import mlflow; t.append(time.perf_counter()); "
+                "import pytorch_lightning; t.append(time.perf_counter()); "
+                "import mlflow; t.append(time.perf_counter()); "
                 "print(*(b - a for a, b in zip(t, t[1:])))")
 
 

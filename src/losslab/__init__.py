@@ -1,7 +1,18 @@
 """losslab: compare the loss functions of a neural-networks course on a real text-classification task.
 
-Data flow, one module each: data → text → features → batches → model / losses / targets →
-metrics → module (LightningModule) → tracking → bundle (saved model) → train / predict.
+Subpackages, top to bottom: each imports only those below it (the top three not each other), so
+the data flows bottom-up, data → model → training → report:
+
+    sweeps | pipeline | ops   entry points: multi-loss sweeps, the DVC stages, the MLflow server/UI
+    report                    the statistical comparison of a sweep, read back from the MLflow store
+    training                  one training: Hydra config → fit → test → logged MLflow run
+    serving                   the saved model bundle, prediction, the pyfunc model and the registry
+    tracking                  the MLflow store, run helpers and sweep-run queries
+    model                     network, losses and their targets, metrics, the LightningModule
+    data                      reading and checking datasets, text normalisation, features, batches
+
+``paths``, ``errors`` and ``console`` are shared by all and import none of them; the contract is
+``[tool.importlinter]`` in pyproject.toml (``make lint``).
 """
 
 __version__ = "0.1.0"

@@ -99,7 +99,8 @@ def read_frame(path: str | Path, fmt: str | None = None, role: str = "data.train
             frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",", dtype=str, keep_default_na=False,
                                 encoding="utf-8")
     except UnicodeDecodeError:
-        raise DataError(f"{path}: line {_first_bad_line(path)} is not valid UTF-8; re-save the file as UTF-8.") from None
+        line = _first_bad_line(path)
+        raise DataError(f"{path}: line {line} is not valid UTF-8; re-save the file as UTF-8.") from None
     except ValueError as exc:
         raise DataError(f"{path}: cannot parse as {kind}: {exc}. Check data.format and the file.") from None
     return path, frame
