@@ -198,6 +198,29 @@ def test_report_compares_cpu_and_gpu_twins_and_is_logged_on_the_parent(two_devic
     assert {"report/report.md", "report/report.html", "report/reliability.png"} <= logged
 
 
+@pytest.mark.slow
+def test_report_without_the_configured_baseline_names_the_loss_it_compares_with(tmp_path):
+    """No ce run (the configured baseline): the report compares with the stand-in and says so, never 'vs ce'."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("no-ce", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = new_sweep(client, experiment_id, "no-ce-test")
+    for seed, f1 in enumerate(BASE_F1[:4]):
+        for loss, score in (("focal", f1 + GAIN[seed]), ("mse", f1)):
+            log_run(client, experiment_id, tmp_path / "files", loss, seed, score, sweep=("no-ce-test", parent))
+    out = write_report(uri, experiment="no-ce", reports_dir=tmp_path / "reports", log_to_parent=False,
+                       settings={"baseline": "ce"})
+    text = (out / "report.md").read_text()
+    note = ("The configured baseline `ce` (sweep.report.baseline) has no finished run in this sweep: every loss is "
+            "compared with **mse** instead (the loss with the lowest mean test/f1_macro).")
+    assert text.count(note) == 3  # header, paired comparison, notes
+    assert "Every loss is compared with **mse**" in text and "## Paired comparison with mse (same seeds)" in text
+    assert "vs mse (95% CI" in text and "(mse stands in for the configured baseline ce, which has no run here.)" in text
+    assert "compared with **ce**" not in text and "vs ce" not in text and "with ce " not in text
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert set(comparison["baseline"]) == {"mse"} and set(comparison["loss"]) == {"focal"}
+
+
 @pytest.fixture(scope="module")
 def grid_store(tmp_path_factory) -> tuple[Path, str]:
     """A CPU-only grid: ce and focal × 2 seeds × hidden 16/64, plus search trials that must be ignored."""

@@ -97,7 +97,7 @@ def write_report(uri: str, sweep_id: str | None = None, experiment: str | None =
     summary = stats.summarize(selected, metrics, rng, int(s["bootstrap"]), float(s["confidence"]))
     losses = loss_order(summary, primary)
     summary = summary.set_index("loss").loc[losses].reset_index()
-    baseline = s["baseline"] if s["baseline"] in losses else losses[-1]
+    baseline = s["baseline"] if s["baseline"] in losses else losses[-1]  # absent: the lowest mean primary metric
 
     comparisons = {m: sections.compare_all(selected, losses, baseline, m, rng, s) for m in
                    [primary, *class_metrics(selected), "test/accuracy", "test/nll", "test/ece"]}
@@ -115,18 +115,19 @@ def write_report(uri: str, sweep_id: str | None = None, experiment: str | None =
         figures["confusion"] = plots.confusion_matrices(pooled, class_names, out / "confusion_matrices.png")
 
     doc = Document(f"Loss comparison — sweep {sweep.sweep_id}")
-    sections.header(doc, sweep, runs, selected, s)
-    sections.headline(doc, summary, comparisons[primary], losses, baseline, primary, friedman_p)
+    sections.header(doc, sweep, runs, selected, baseline, s)
+    sections.headline(doc, summary, comparisons[primary], losses, baseline, primary, friedman_p, s)
     sections.per_loss(doc, summary, metrics, s)
     sections.paired(doc, comparisons, baseline, s)
     sections.ranking(doc, ranks, friedman_p, summary, metrics, primary)
     sections.figures(doc, figures, primary, missing_predictions)
     sections.variants(doc, finished, sweep.variant_keys, selected, s["select_metric"], primary)
     sections.devices(doc, sweep, selected, [primary, "test/accuracy", "test/nll"])
-    sections.notes(doc, selected, losses, baseline, metrics)
+    sections.notes(doc, selected, losses, baseline, metrics, s)
     md_path, _ = doc.write(out)
     summary.to_csv(out / "summary.csv", index=False)
-    pd.concat([table.assign(metric=m) for m, table in comparisons.items()]).to_csv(out / "comparison.csv", index=False)
+    pd.concat([table.assign(metric=m, baseline=baseline) for m, table in comparisons.items()]).to_csv(
+        out / "comparison.csv", index=False)
 
     if log_to_parent and sweep.parent is not None:
         collect.client_for(sweep.uri).log_artifacts(sweep.parent.info.run_id, str(out), "report")

@@ -40,7 +40,17 @@ def cell(row: pd.Series, metric: str, ci: bool = True) -> str:
     return text + (f" [{low:.{digits}f}, {high:.{digits}f}]" if ci and not math.isnan(low) else "")
 
 
-def header(doc: Document, sweep: collect.Sweep, runs: pd.DataFrame, selected: pd.DataFrame,
+def baseline_fallback(baseline: str, s: Mapping[str, Any]) -> str:
+    """A note when the configured baseline (``sweep.report.baseline``) had no run and another loss stands in."""
+    configured = str(s["baseline"])
+    if baseline == configured:
+        return ""
+    return (f"The configured baseline `{configured}` (sweep.report.baseline) has no finished run in this sweep: "
+            f"every loss is compared with **{baseline}** instead (the loss with the lowest mean "
+            f"{s['primary_metric']}).")
+
+
+def header(doc: Document, sweep: collect.Sweep, runs: pd.DataFrame, selected: pd.DataFrame, baseline: str,
            s: Mapping[str, Any]) -> None:
     def values(column: str) -> str:
         col = f"param:{column}" if f"param:{column}" in selected else column
@@ -61,13 +71,15 @@ def header(doc: Document, sweep: collect.Sweep, runs: pd.DataFrame, selected: pd
              "(test metrics at the best-validation-macro-F1 epoch).",
              f"Devices: {values('device')} ({values('device_name')}); git commit(s) "
              f"{', '.join(sorted({str(c)[:10] for c in selected['git_commit']}))}.",
-             f"Every loss is compared with **{s['baseline']}**; intervals are {float(s['confidence']):.0%} percentile "
-             f"bootstrap intervals of the mean over seeds ({int(s['bootstrap'])} resamples, seed {s['rng_seed']})."]
-    doc.bullets(items)
+             f"Every loss is compared with **{baseline}**; intervals are {float(s['confidence']):.0%} BCa "
+             f"bootstrap intervals of the mean over seeds (scipy.stats.bootstrap, {int(s['bootstrap'])} resamples, "
+             f"seed {s['rng_seed']})."]
+    fallback = baseline_fallback(baseline, s)
+    doc.bullets(items + ([f"Note: {fallback}"] if fallback else []))
 
 
 def headline(doc: Document, summary: pd.DataFrame, comparison: pd.DataFrame, losses: list[str], baseline: str,
-             primary: str, friedman_p: float) -> None:
+             primary: str, friedman_p: float, s: Mapping[str, Any]) -> None:
     doc.heading("Summary")
     best = summary.iloc[0]
     by_loss = comparison.set_index("loss") if len(comparison) else pd.DataFrame()
@@ -85,6 +97,8 @@ def headline(doc: Document, summary: pd.DataFrame, comparison: pd.DataFrame, los
         text += (f", {row['mean_diff']:+.4f} vs {baseline} (95% CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], "
                  f"better on {row['wins']} of {row['n']} seeds, bootstrap P(better) {row['p_better']:.2f}, "
                  f"Wilcoxon p {fmt(row['p_wilcoxon'], 3)}): {sure} better than {baseline} with {row['n']} seeds.")
+    if baseline != str(s["baseline"]):
+        text += f" ({baseline} stands in for the configured baseline {s['baseline']}, which has no run here.)"
     doc.paragraph(text)
     worst = summary.iloc[-1]
     spread = best[f"{primary}|mean"] - worst[f"{primary}|mean"]
@@ -100,7 +114,7 @@ def headline(doc: Document, summary: pd.DataFrame, comparison: pd.DataFrame, los
 
 def per_loss(doc: Document, summary: pd.DataFrame, metrics: list[str], s: Mapping[str, Any]) -> None:
     doc.heading("Per loss: test metrics over seeds")
-    doc.paragraph("mean ± std over seeds [95% bootstrap CI of the mean]; sorted by the first column. "
+    doc.paragraph("mean ± std over seeds [95% BCa bootstrap CI of the mean]; sorted by the first column. "
                   "ECE, NLL and fit time: lower is better.", note=True)
     quality = [m for m in metrics if m not in ("test/ece", "test/nll", "fit_seconds")]
     cost = [m for m in metrics if m in ("test/ece", "test/nll", "fit_seconds")]
@@ -112,8 +126,11 @@ def per_loss(doc: Document, summary: pd.DataFrame, metrics: list[str], s: Mappin
 def paired(doc: Document, comparisons: Mapping[str, pd.DataFrame], baseline: str, s: Mapping[str, Any]) -> None:
     doc.heading(f"Paired comparison with {baseline} (same seeds)")
     n = max((int(t["n"].max()) for t in comparisons.values() if len(t)), default=0)
-    doc.paragraph(f"Δ = loss − {baseline} on the same seed (same split, same initialisation seed). CI: bootstrap of "
-                  f"the mean Δ; P(better): share of bootstrap resamples where the loss is better; Wilcoxon: two-sided "
+    fallback = baseline_fallback(baseline, s)
+    if fallback:
+        doc.paragraph(fallback, note=True)
+    doc.paragraph(f"Δ = loss − {baseline} on the same seed (same split, same initialisation seed). CI: paired BCa "
+                  f"bootstrap of the mean Δ (the per-seed differences resampled); P(better): share of bootstrap resamples where the loss is better; Wilcoxon: two-sided "
                   f"signed-rank test, Holm-adjusted over the losses; r: matched-pairs rank-biserial correlation (effect "
                   f"size, ±1 = every seed one way); d_z: mean Δ / sd Δ; W/T/L: seeds better/tied/worse. With {n} pairs "
                   f"the exact Wilcoxon test cannot go below p = {stats.wilcoxon_floor(n):.4f}, so read the CI and "
@@ -219,9 +236,11 @@ def devices(doc: Document, sweep: collect.Sweep, selected: pd.DataFrame, metrics
     doc.table(["loss", "pairs", *(f"Δ {m}" for m in metrics), "cpu fit s", "cuda fit s", "speed ratio"], out)
 
 
-def notes(doc: Document, selected: pd.DataFrame, losses: list[str], baseline: str, metrics: list[str]) -> None:
+def notes(doc: Document, selected: pd.DataFrame, losses: list[str], baseline: str, metrics: list[str],
+          s: Mapping[str, Any]) -> None:
     doc.heading("Notes")
-    items = []
+    fallback = baseline_fallback(baseline, s)
+    items = [fallback] if fallback else []
     if "kl" in losses and "ce" in losses:
         smoothing = {str(v) for v in selected.loc[selected["loss"] == "kl"].get("param:loss.smoothing", pd.Series())}
         diffs = [float((per_seed(selected, "kl", m) - per_seed(selected, "ce", m)).abs().max()) for m in metrics

@@ -1,4 +1,5 @@
-"""Statistics of a sweep: mean ± std with bootstrap intervals, paired tests against a baseline, ranks.
+"""Statistics of a sweep: mean ± std with bootstrap intervals (``scipy.stats.bootstrap``, BCa), paired tests
+against a baseline, ranks.
 
 Every function takes plain arrays / frames and a ``numpy.random.Generator`` so the same store
 always gives the same report.
@@ -20,17 +21,41 @@ def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
-def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, resamples: int = 10000,
-                 confidence: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean (resampling the seeds); ``(nan, nan)`` below 2 values."""
+def bootstrap_mean(values: np.ndarray, rng: np.random.Generator, resamples: int = 10000,
+                   confidence: float = 0.95) -> tuple[float, float, np.ndarray]:
+    """``scipy.stats.bootstrap`` of the mean (resampling the seeds): the BCa interval and the resampled means.
+
+    Values that are all equal give the point interval ``(v, v)``; where BCa is undefined for another
+    reason (a degenerate jackknife), the percentile interval of the same resamples is used.
+    ``(nan, nan, [])`` below 2 values.
+    """
+    import warnings
+
+    from scipy import stats
+
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     if values.size < 2:
-        return math.nan, math.nan
-    means = rng.choice(values, size=(resamples, values.size), replace=True).mean(axis=1)
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(low), float(high)
+        return math.nan, math.nan, np.array([])
+    if np.all(values == values[0]):
+        return float(values[0]), float(values[0]), np.full(resamples, values[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (RuntimeWarning, stats.DegenerateDataWarning))
+        result = stats.bootstrap((values,), np.mean, n_resamples=resamples, confidence_level=confidence,
+                                 method="BCa", vectorized=True, rng=rng)
+        low, high = result.confidence_interval
+        if math.isnan(low) or math.isnan(high):
+            result = stats.bootstrap((values,), np.mean, n_resamples=0, confidence_level=confidence,
+                                     method="percentile", vectorized=True, bootstrap_result=result, rng=rng)
+            low, high = result.confidence_interval
+    return float(low), float(high), np.asarray(result.bootstrap_distribution)
+
+
+def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, resamples: int = 10000,
+                 confidence: float = 0.95) -> tuple[float, float]:
+    """BCa bootstrap interval of the mean over seeds (``bootstrap_mean``); ``(nan, nan)`` below 2 values."""
+    low, high, _ = bootstrap_mean(values, rng, resamples, confidence)
+    return low, high
 
 
 def summarize(frame: pd.DataFrame, metrics: list[str], rng: np.random.Generator, resamples: int = 10000,
@@ -81,9 +106,10 @@ def paired_comparison(values: pd.Series, baseline: pd.Series, rng: np.random.Gen
     better = sign * diffs
     identical = bool(np.all(diffs == 0))
     wins, ties, losses = int((better > 0).sum()), int((better == 0).sum()), int((better < 0).sum())
-    low, high = bootstrap_ci(diffs, rng, resamples, confidence)
-    boot = rng.choice(better, size=(resamples, n), replace=True).mean(axis=1)
-    p_better = float((boot > 0).mean() + 0.5 * (boot == 0).mean())
+    # the paired bootstrap: resample the per-seed differences (seeds stay paired)
+    low, high, boot = bootstrap_mean(diffs, rng, resamples, confidence)
+    boot = sign * boot
+    p_better = float((boot > 0).mean() + 0.5 * (boot == 0).mean()) if boot.size else math.nan
     nonzero = diffs[diffs != 0]
     if identical:
         p_value, rank_biserial = 1.0, 0.0
