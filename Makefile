@@ -101,6 +101,10 @@ BENCH_ARGS ?=
 bench: setup ## performance table + bench/results.json: make bench [ACCELERATOR=gpu] [BENCH_ARGS="--runs 5"]
 	$(PY) bench/run.py --accelerator $(ACCELERATOR) $(BENCH_ARGS)
 
+.PHONY: gpu-check
+gpu-check: setup ## on a GPU machine: GPU tests (none may skip) + a 2-epoch training on cuda; fails without a GPU
+	bash bench/gpu_check.sh
+
 # --- team setup: MLflow server on PostgreSQL, model registry and serving ------------------------
 # make server prints `export MLFLOW_TRACKING_URI=...` on stdout (eval "$$(make -s server)" sets it).
 MODEL ?=

@@ -25,14 +25,25 @@ def ui_command(host: str, port: int, uri: str | None = None) -> list[str]:
     return command
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line of ``python -m losslab.ops.ui`` (``--host`` defaults to loopback)."""
     parser = argparse.ArgumentParser(prog="python -m losslab.ops.ui", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     parser.add_argument("--port", type=int, default=5000)
-    args = parser.parse_args(argv)
-    command = ui_command(args.host, args.port)
-    print(f"MLflow UI on http://{args.host}:{args.port}  (store: {command[command.index('--backend-store-uri') + 1]})")
+    return parser.parse_args(argv)
+
+
+def cli_command(argv: Sequence[str] | None = None, uri: str | None = None) -> list[str]:
+    """The command ``main(argv)`` executes: the parsed CLI turned into ``ui_command``."""
+    args = parse_args(argv)
+    return ui_command(args.host, args.port, uri)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    command = cli_command(argv)
+    host, port = command[command.index("--host") + 1], command[command.index("--port") + 1]
+    print(f"MLflow UI on http://{host}:{port}  (store: {command[command.index('--backend-store-uri') + 1]})")
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execv(sys.executable, command)
 
