@@ -64,7 +64,10 @@ def test_every_loss_trains(compose, tiny_binary, tmp_path, loss):
     result = train(compose(*data_overrides(tiny_binary), f"loss={loss}", "trainer.max_epochs=2"), tmp_path / loss)
     run = run_of(result)
     assert run.info.status == "FINISHED" and run.data.tags["loss"] == loss and run.info.run_name == f"{loss}-s0"
-    assert 0.0 <= result.test_metrics["test/f1_macro"] <= 1.0
+    # the synthetic classes are learnable in 2 epochs with every loss (0.90-0.98 seen; chance is 0.5)
+    f1 = result.test_metrics["test/f1_macro"]
+    assert f1 > 0.8, f"{loss}: test macro-F1 {f1:.3f} after 2 epochs"
+    assert run.data.metrics["test/f1_macro"] == pytest.approx(f1, rel=1e-6)  # what MLflow shows is what was scored
 
 
 def cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
