@@ -57,9 +57,9 @@ def test_process_rank_reads_the_launchers_variables(monkeypatch):
 def test_ddp_on_two_cpu_processes_records_one_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSLAB_DEBUG")}
-    command = [sys.executable, "-m", "losslab.training.train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-               "trainer.max_epochs=1", *tiny_data(tmp_path), f"tracking.uri={uri}", "tracking.experiment=ddp",
-               f"hydra.run.dir={tmp_path / 'run'}"]
+    command = [sys.executable, "-m", "losslab.training.train", "trainer=ddp", "trainer.accelerator=cpu",
+               "trainer.devices=2", "trainer.max_epochs=1", *tiny_data(tmp_path), f"tracking.uri={uri}",
+               "tracking.experiment=ddp", f"hydra.run.dir={tmp_path / 'run'}"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     client = MlflowClient(uri)

@@ -38,7 +38,8 @@ def store(tmp_path: Path) -> str:
 # --- bad input: one clear error, before any MLflow run exists ------------------------------------------------
 BAD_FILES = {
     "empty file": ("", "the file is empty"),
-    "missing label column": ("text,y\nhola,0\n", r"no column 'label' \(data.label_column\). Columns found: \['text', 'y'\]"),
+    "missing label column": ("text,y\nhola,0\n",
+                             r"no column 'label' \(data.label_column\). Columns found: \['text', 'y'\]"),
     "missing labels": ("text,label\nhola,0\nadios,\nque tal,1\n", "1 row\\(s\\) have no 'label' label"),
     "only empty texts": ("text,label\n  ,0\n,1\n", "every text is empty"),
 }
@@ -71,15 +72,16 @@ def test_impossible_settings_are_config_errors_and_no_run(compose, tiny_binary, 
 def test_unreachable_or_unwritable_store_fails_fast(compose, tiny_binary, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    for uri, message in [("http://127.0.0.1:9", "unreachable"), (f"sqlite:///{blocker}/sub/mlflow.db", "cannot create")]:
+    for uri, message in [("http://127.0.0.1:9", "unreachable"),
+                         (f"sqlite:///{blocker}/sub/mlflow.db", "cannot create")]:
         with pytest.raises(ConfigError, match=message):
             train(compose(*data_overrides(tiny_binary), f"tracking.uri='{uri}'"), tmp_path / "out")
 
 
 def cli(*args: str, env_extra: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "LOSSLAB_DEBUG"} | (env_extra or {})
-    return subprocess.run([sys.executable, "-m", "losslab.training.train", *args], cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=300, **kwargs)
+    return subprocess.run([sys.executable, "-m", "losslab.training.train", *args], cwd=ROOT, capture_output=True,
+                          text=True, env=env, timeout=300, **kwargs)
 
 
 @pytest.mark.slow
