@@ -173,14 +173,14 @@ def _epoch_timer() -> Any:
 
 
 def lightning_epochs(cfg: Any, fs: Any, output_dir: Path, uri: str) -> EpochTimes:
-    """One ``trainer.fit`` of ``cfg.trainer.max_epochs`` epochs, built by ``losslab.training.train``'s own helpers,
+    """One ``trainer.fit`` of ``cfg.trainer.max_epochs`` epochs, built by ``losslab.training.build``,
     logging to a run of the (throwaway) store ``uri`` — as a real training does."""
     from losslab.tracking import runs as tracking
-    from losslab.training.train import _build, _make_trainer
+    from losslab.training.build import build_parts, make_trainer
 
-    parts = _build(cfg, fs)
+    parts = build_parts(cfg, fs)
     with tracking.mlflow_run(uri, str(cfg.tracking.experiment), "bench-lightning", {"bench": "true"}) as run:
-        trainer, _, _ = _make_trainer(cfg, output_dir, run.info.run_id, uri)
+        trainer, _ = make_trainer(cfg, output_dir, run.info.run_id, uri)
         timer = _epoch_timer()
         trainer.callbacks.append(timer)
         trainer.fit(parts.module, parts.train, parts.val)
@@ -194,11 +194,12 @@ def plain_epochs(cfg: Any, fs: Any, device: str = "cpu") -> EpochTimes:
     """
     import torch
 
-    from losslab.training.train import _build
+    from losslab.model.module import build_optimizer
+    from losslab.training.build import build_parts
 
-    parts = _build(cfg, fs)  # same seed → same init, same batch order
+    parts = build_parts(cfg, fs)  # same seed → same init, same batch order
     net, loss_fn = parts.module.net.to(device), parts.module.loss.to(device)
-    optimizer = parts.module.optimizer_factory(net.parameters())
+    optimizer = build_optimizer(parts.module.hparams.optimizer, net.parameters())
     batches = parts.train
     times = EpochTimes()
     net.train()

@@ -1,13 +1,14 @@
 """Every loss against its formula written out by hand on a small tensor."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
 from losslab.errors import ConfigError
-from losslab.model.losses import LOSSES, balanced_weights, build_loss
+from losslab.model.losses import LOSSES, Loss, balanced_weights, build_loss
 from losslab.model.targets import one_hot
 
 LOGITS = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 3.0], [-2.0, 1.5, 0.0], [0.0, 0.0, 0.0]])
@@ -23,8 +24,18 @@ def softmax_rows() -> list[list[float]]:
     return rows
 
 
+LOSS_CONF = Path(__file__).resolve().parents[1] / "conf" / "loss"
+
+
+def loss_config(name: str, **params):
+    """``conf/loss/<name>.yaml`` with ``params`` on top (just ``{name}`` for a loss without a file)."""
+    path = LOSS_CONF / f"{name}.yaml"
+    base = OmegaConf.load(path) if path.is_file() else OmegaConf.create({"name": name})
+    return OmegaConf.merge(base, params)
+
+
 def make(name: str, **params) -> torch.nn.Module:
-    return build_loss(OmegaConf.create({"name": name, **params}), class_counts=[1, 2, 1])
+    return build_loss(loss_config(name, **params), class_counts=[1, 2, 1])
 
 
 def test_one_hot_and_smoothing():
@@ -110,7 +121,7 @@ def test_losses_stay_finite_on_extreme_logits():
     extreme = torch.tensor([[300.0, -300.0], [-300.0, 300.0]], requires_grad=True)
     y = torch.tensor([1, 1])
     for name in LOSSES:
-        value = build_loss(OmegaConf.create({"name": name}), class_counts=[1, 1])(extreme, y)
+        value = build_loss(loss_config(name), class_counts=[1, 1])(extreme, y)
         value.backward()
         assert torch.isfinite(value) and torch.isfinite(extreme.grad).all(), name
         extreme.grad = None
@@ -123,10 +134,16 @@ def test_unknown_loss_lists_the_valid_ones():
         assert name in str(err.value)
 
 
-def test_every_loss_has_a_config_file():
-    from pathlib import Path
+def test_every_loss_file_builds_its_loss():
+    assert {"ce", "bce", "mse", "kl"} <= set(LOSSES)  # the lecture's four
+    for path in LOSS_CONF.glob("*.yaml"):
+        cfg = OmegaConf.load(path)
+        assert cfg.name == path.stem and cfg._target_.startswith("losslab.model.losses.")
+        assert isinstance(build_loss(cfg, class_counts=[3, 1]), Loss)
 
-    conf = Path(__file__).resolve().parents[1] / "conf" / "loss"
-    assert {p.stem for p in conf.glob("*.yaml")} == set(LOSSES)
-    for path in conf.glob("*.yaml"):
-        assert OmegaConf.load(path).name == path.stem
+
+def test_a_target_that_is_not_a_loss_is_a_config_error():
+    with pytest.raises(ConfigError, match="is not a losslab.model.losses.Loss"):
+        make("ce", _target_="torch.nn.Identity")
+    with pytest.raises(ConfigError, match=r"loss 'focal': cannot build .*see conf/loss/focal.yaml"):
+        make("focal", gamma=2.0, beta=1.0)

@@ -24,3 +24,8 @@ import os as _os
 # 3-10x here; passive waiting costs nothing measurable on an idle machine. It must be set before
 # torch loads, and every entry point imports losslab first. An explicit setting is kept.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# MLflow logs store creation/migration at INFO ("Creating initial MLflow database tables..."): progress
+# lines of a library, not ours. LOSSLAB_VERBOSE=1 or an explicit MLFLOW_LOGGING_LEVEL keeps them.
+if _os.environ.get("LOSSLAB_VERBOSE", "").strip().lower() in ("", "0", "false", "no"):
+    _os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")

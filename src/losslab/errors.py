@@ -36,7 +36,8 @@ def debug_enabled() -> bool:
 
 
 def friendly_exit(func: Callable[..., T]) -> Callable[..., T]:
-    """Run a CLI entry point; a ``LosslabError`` prints ``error: …`` and exits 2 (no traceback)."""
+    """Run a CLI entry point: a ``LosslabError`` prints ``error: …`` and exits 2 (no traceback);
+    ``TrainingInterrupted`` prints ``interrupted: …`` (how to resume) and exits 130."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -47,5 +48,8 @@ def friendly_exit(func: Callable[..., T]) -> Callable[..., T]:
                 raise
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
+        except TrainingInterrupted as exc:
+            print(f"interrupted: {exc}", file=sys.stderr)
+            sys.exit(130)
 
     return wrapper

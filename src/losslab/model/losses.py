@@ -1,4 +1,4 @@
-"""The lecture's losses (and three common variants), one small class each, behind one registry.
+"""The lecture's losses (and three common variants), one small class each, built from ``conf/loss/``.
 
 Every loss takes raw logits ``(N, C)`` and class ids ``(N,)``; those that compare
 distributions build one-hot targets through ``losslab.model.targets``. ``probabilities`` is the
@@ -14,13 +14,15 @@ Conventions (what gets logged as ``train/loss``):
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import functools
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from losslab.errors import ConfigError
+from losslab.paths import config_dir
 from losslab.model.targets import one_hot
 
 
@@ -101,33 +103,45 @@ def balanced_weights(class_counts: Sequence[int]) -> list[float]:
     return [float(total / (classes * c)) if c > 0 else 0.0 for c in counts]
 
 
-def _ce_weighted(class_counts: Sequence[int], class_weights: str | Sequence[float] = "balanced",
-                 label_smoothing: float = 0.0) -> Loss:
+def weighted_cross_entropy(class_counts: Sequence[int], class_weights: str | Sequence[float] = "balanced",
+                           label_smoothing: float = 0.0) -> CrossEntropy:
+    """``ce_weighted``: cross-entropy with ``balanced_weights(class_counts)`` or explicit per-class weights."""
     weights = balanced_weights(class_counts) if class_weights == "balanced" else list(class_weights)
     if len(weights) != len(class_counts):
         raise ConfigError(f"loss.class_weights has {len(weights)} values for {len(class_counts)} classes.")
     return CrossEntropy(label_smoothing=label_smoothing, class_weights=weights)
 
 
-LOSSES: dict[str, Callable[..., Loss]] = {
-    "ce": lambda class_counts: CrossEntropy(),
-    "ce_smooth": lambda class_counts, label_smoothing=0.1: CrossEntropy(label_smoothing=label_smoothing),
-    "ce_weighted": _ce_weighted,
-    "bce": lambda class_counts: BinaryCrossEntropy(),
-    "mse": lambda class_counts: MeanSquaredError(),
-    "kl": lambda class_counts, smoothing=0.0: KLDivergence(smoothing),
-    "focal": lambda class_counts, gamma=2.0: Focal(gamma),
-}
-"""Config name (``loss.name``, = the file name in ``conf/loss/``) → factory."""
+def available_losses() -> list[str]:
+    """The losses a run can use: the files of ``conf/loss/`` (the one list of losses)."""
+    return sorted(p.stem for p in (config_dir() / "loss").glob("*.yaml"))
+
+
+LOSSES: tuple[str, ...] = tuple(available_losses())
 
 
 def build_loss(cfg: Any, class_counts: Sequence[int]) -> Loss:
-    """The loss a ``loss`` config names, with its parameters (``conf/loss/<name>.yaml``)."""
-    params = {k: v for k, v in dict(cfg).items() if k != "name"}
-    name = str(cfg["name"])
-    if name not in LOSSES:
-        raise ConfigError(f"unknown loss '{name}' (loss.name); valid losses: {', '.join(sorted(LOSSES))}.")
+    """The loss a ``loss`` config describes (``conf/loss/<name>.yaml``), built with ``hydra.utils.instantiate``.
+
+    ``_partial_: true`` marks a loss that needs the training split's ``class_counts``.
+    """
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    name = str(cfg.get("name", ""))
+    valid = available_losses()
+    if name not in valid or not cfg.get("_target_"):
+        raise ConfigError(f"unknown loss '{name}' (loss.name); valid losses: {', '.join(valid)}.")
+    spec = {key: value for key, value in dict(cfg).items() if key != "name"}
     try:
-        return LOSSES[name](class_counts=class_counts, **params)
-    except TypeError as exc:
-        raise ConfigError(f"loss '{name}': bad parameters {sorted(params)} ({exc}); see conf/loss/{name}.yaml.") from None
+        built = instantiate(spec)
+        loss = built(class_counts=list(class_counts)) if isinstance(built, functools.partial) else built
+    except (InstantiationException, TypeError) as exc:
+        params = sorted(k for k in spec if not k.startswith("_"))
+        reason = " ".join(str(exc.__cause__ or exc).split())  # one line: the target's own complaint
+        raise ConfigError(f"loss '{name}': cannot build {spec['_target_']} with {params} ({reason}); "
+                          f"see conf/loss/{name}.yaml.") from None
+    if not isinstance(loss, Loss):
+        raise ConfigError(f"loss '{name}': {spec['_target_']} is not a losslab.model.losses.Loss; "
+                          f"fix loss._target_ in conf/loss/{name}.yaml.")
+    return loss

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Iterable
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 
 from losslab.data.batches import Batch
-from losslab.model.losses import Loss
+from losslab.errors import ConfigError
+from losslab.model.losses import build_loss
 from losslab.model.metrics import flatten, make_metrics
 
 
@@ -21,15 +23,20 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TextClassifier(pl.LightningModule):
-    """Trains ``net`` with ``loss``; validates every epoch and tests once, with torchmetrics."""
+    """Trains the configured network with the configured loss; validates every epoch and tests once.
 
-    def __init__(self, net: torch.nn.Module, loss: Loss, optimizer: Callable[..., torch.optim.Optimizer],
-                 class_names: list[str], scheduler: Callable[..., Any] | None = None) -> None:
+    Built from plain config dicts (``conf/model``, ``conf/loss``, ``conf/optimizer``,
+    ``conf/scheduler``) and the data's shape, all saved with ``save_hyperparameters``, so a
+    checkpoint loads alone: ``TextClassifier.load_from_checkpoint(path)``.
+    """
+
+    def __init__(self, model: dict[str, Any], loss: dict[str, Any], optimizer: dict[str, Any],
+                 scheduler: dict[str, Any] | None, in_features: int, class_names: list[str],
+                 class_counts: list[int]) -> None:
         super().__init__()
-        self.net = net
-        self.loss = loss
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        self.save_hyperparameters(logger=False)  # the run's params are the resolved config, logged once
+        self.net = build_network(model, in_features, len(class_names))
+        self.loss = build_loss(loss, class_counts)
         self.class_names = list(class_names)
         self.val_metrics = make_metrics(len(class_names))
         self.test_metrics = make_metrics(len(class_names))
@@ -104,8 +111,22 @@ class TextClassifier(pl.LightningModule):
         self.test_metrics.reset()
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
-        if self.scheduler_factory is None:
+        optimizer = build_optimizer(self.hparams.optimizer, self.parameters())
+        if not self.hparams.scheduler:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer),
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": instantiate(self.hparams.scheduler)(optimizer),
                                                          "interval": "epoch"}}
+
+
+def build_network(model: dict[str, Any], in_features: int, num_classes: int) -> torch.nn.Module:
+    """The network a ``model`` config describes (``_target_`` + ``_partial_``), for this data's shape."""
+    return instantiate(model)(in_features=in_features, num_classes=num_classes)
+
+
+def build_optimizer(optimizer: dict[str, Any], params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimizer an ``optimizer`` config describes; an impossible setting is a ``ConfigError``."""
+    try:
+        return instantiate(optimizer)(params)
+    except ValueError as exc:  # torch.optim validates lr, betas, weight_decay, ...
+        settings = ", ".join(f"optimizer.{k}={v}" for k, v in optimizer.items() if not k.startswith("_"))
+        raise ConfigError(f"{exc} ({settings}); fix the override or conf/optimizer/.") from None

@@ -37,10 +37,11 @@ class PReLUMLP(nn.Module):
     def __init__(self, in_features: int, num_classes: int, hidden: int = 256, depth: int = 1,
                  dropout: float = 0.5) -> None:
         super().__init__()
-        if hidden < 1 or depth < 1:
-            raise ConfigError(f"model.hidden={hidden} and model.depth={depth} must both be at least 1.")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.dropout={dropout} must be in [0, 1).")
+        problems = [msg for ok, msg in [(hidden >= 1, f"model.hidden={hidden} must be >= 1"),
+                                        (depth >= 1, f"model.depth={depth} must be >= 1"),
+                                        (0.0 <= dropout < 1.0, f"model.dropout={dropout} must be in [0, 1)")] if not ok]
+        if problems:
+            raise ConfigError("; ".join(problems) + ". Fix the override or conf/model/.")
         self.input = SparseLinear(in_features, hidden)
         blocks: list[nn.Module] = [nn.PReLU(), nn.Dropout(dropout)]
         for _ in range(depth - 1):

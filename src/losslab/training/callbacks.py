@@ -1,66 +1,50 @@
-"""Lightning hooks: a one-line summary per epoch, and a logger writing epoch metrics to MLflow."""
+"""Lightning pieces of a training: a one-line summary per epoch, the MLflow logger, graceful stop."""
 
 from __future__ import annotations
 
 import sys
-import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pytorch_lightning as pl
-from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
+from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 
 class EpochSummary(pl.Callback):
     """Prints ``epoch  train/loss  val/loss  val/f1_macro`` once per epoch (no per-step sync)."""
 
-    def __init__(self, keys: tuple[str, ...] = ("train/loss", "val/loss", "val/f1_macro")) -> None:
-        self.keys = keys
+    def __init__(self, keys: Sequence[str] = ("train/loss", "val/loss", "val/f1_macro")) -> None:
+        self.keys = tuple(keys)
 
+    @rank_zero_only
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
         metrics = trainer.callback_metrics
         parts = [f"{k} {float(metrics[k]):.4f}" for k in self.keys if k in metrics]
         print(f"epoch {trainer.current_epoch:>3}  " + "  ".join(parts), file=sys.stderr, flush=True)
 
 
-class MLflowEpochLogger(Logger):
-    """A Lightning logger writing epoch-level metrics to an already started MLflow run (step = epoch)."""
+class RunLogger(MLFlowLogger):
+    """Lightning's ``MLFlowLogger`` on the run losslab opened (``conf/logger/mlflow.yaml``).
 
-    def __init__(self, run_id: str, uri: str) -> None:
-        super().__init__()
-        from mlflow.tracking import MlflowClient
+    Two differences: epoch-level curves use the epoch as their step (Lightning passes the
+    optimizer step), and ``finalize`` leaves the run open — the test metrics and artifacts come
+    after fit, and ``losslab.tracking.runs.mlflow_run`` ends the run with its real status.
+    """
 
-        self.run_id = run_id
-        self._client = MlflowClient(uri)
-
-    @property
-    def name(self) -> str:
-        return "mlflow"
-
-    @property
-    def version(self) -> str:
-        return self.run_id
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> Any:
-        return self._client
-
-    @rank_zero_only
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        """Params are logged once from the resolved config (``flatten_config``)."""
+    def __init__(self, tracking_uri: str, run_id: str, **kwargs: Any) -> None:
+        super().__init__(tracking_uri=tracking_uri, run_id=run_id, **kwargs)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
+        values = dict(metrics)
+        epoch = values.pop("epoch", None)
+        super().log_metrics(values, int(epoch) if epoch is not None else step)
 
-        epoch = int(metrics.get("epoch", step or 0))
-        now = int(time.time() * 1000)
-        batch = [Metric(key, float(value), now, epoch) for key, value in metrics.items() if key != "epoch"]
-        if batch:
-            self._client.log_batch(self.run_id, metrics=batch, synchronous=True)
+    @rank_zero_only
+    def finalize(self, status: str = "success") -> None:
+        """Nothing to do: the run is ended by ``mlflow_run`` once test and artifacts are logged."""
 
 
 class GracefulStop(pl.Callback):
@@ -74,6 +58,7 @@ class GracefulStop(pl.Callback):
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
+        self.start_epoch = 0  # the epoch this fit started from (after a resume, not 0)
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -90,6 +75,7 @@ class GracefulStop(pl.Callback):
         import signal
         import threading
 
+        self.start_epoch = trainer.current_epoch
         if threading.current_thread() is not threading.main_thread():
             return
         for name in self.SIGNALS:

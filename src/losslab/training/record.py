@@ -1,0 +1,79 @@
+"""What a training writes into its MLflow run besides the curves: config, data facts, dataset, artifacts."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from losslab.data.featureset import FeatureSet
+    from losslab.training.build import Parts
+
+
+def run_tags(cfg: DictConfig, fs: "FeatureSet") -> dict[str, str]:
+    """Loss, seed, code and data versions, the stack's versions and any ``tracking.tags``."""
+    from losslab.tracking import runs
+
+    commit, dirty = runs.git_state()
+    return {"loss": str(cfg.loss.name), "seed": str(cfg.seed), "git_commit": commit, "git_dirty": str(dirty).lower(),
+            "dataset_md5": fs.dataset_md5, "dataset": str(cfg.data.name), **runs.environment_tags(),
+            **{str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}}
+
+
+def log_run_inputs(cfg: DictConfig, fs: "FeatureSet", output_dir: Path) -> None:
+    """The resolved config (params + ``config.yaml``), the data's facts and the dataset as an MLflow input."""
+    import mlflow
+
+    from losslab.tracking.runs import flatten_config
+
+    mlflow.log_params(flatten_config(OmegaConf.to_container(cfg, resolve=True)))
+    mlflow.log_params({f"dataset.{k}": v for k, v in fs.stats.items()} | {"vocabulary_size": fs.vocabulary_size})
+    mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    mlflow.set_tag("output_dir", str(output_dir.resolve()))
+    mlflow.log_input(dataset_entity(cfg, fs), context="training")
+
+
+def dataset_entity(cfg: DictConfig, fs: "FeatureSet") -> Any:
+    """The data as an MLflow dataset (the UI's Dataset column): its name, the DVC md5 as digest, its folder."""
+    from mlflow.data.dataset_source_registry import get_registered_sources
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from losslab.paths import resolve_path
+
+    folder = resolve_path(str(cfg.data.train_path)).parent
+    local = next(s for s in get_registered_sources() if s._get_source_type() == "local")
+    return MetaDataset(local(str(folder)), name=str(cfg.data.name), digest=fs.dataset_md5[:36])
+
+
+def log_artifacts(cfg: DictConfig, fs: "FeatureSet", parts: "Parts", directory: Path) -> None:
+    """Test report + confusion matrix + predictions, and the model bundle, as run artifacts."""
+    import mlflow
+    import numpy as np
+
+    from losslab.data.text import Normalizer
+    from losslab.serving.bundle import save_bundle
+    from losslab.training.evaluation import write_test_artifacts
+
+    module = parts.module
+    probs = np.concatenate([p.numpy() for p in module.test_probs])
+    targets = np.concatenate([t.numpy() for t in module.test_targets])
+    write_test_artifacts(directory / "evaluation", probs, targets, fs.class_names,
+                         title=f"{cfg.tracking.run_name} — test")
+    model_params = {k: v for k, v in module.hparams.model.items() if not str(k).startswith("_")}
+    save_bundle(directory / "model", featurizer=fs.featurizer, net=module.net.cpu(), class_names=fs.class_names,
+                normalizer=Normalizer(**dict(cfg.data.normalize)), model_params=model_params,
+                activation=module.loss.activation)
+    mlflow.log_artifacts(str(directory / "evaluation"), "evaluation")
+    mlflow.log_artifacts(str(directory / "model"), "model")
+
+
+def print_data_notes(stats: dict[str, int]) -> None:
+    notes = [f"{stats[k]} empty text(s) dropped from the {k.split('_')[0]} file" for k in
+             ("train_empty_dropped", "test_empty_dropped") if stats.get(k)]
+    if stats.get("train_duplicates"):
+        notes.append(f"{stats['train_duplicates']} duplicated text(s) in the training file (kept; see dataset.* params)")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
