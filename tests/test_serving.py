@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -59,6 +60,60 @@ def test_sweep_end_registered_its_best_validation_run_as_champion(quick_sweep): 
     assert "mlflow.pyfunc.loaders.code_model" in mlmodel
     requirements = mlflow.artifacts.load_text(f"{chosen.info.artifact_uri}/pyfunc/requirements.txt").split()
     assert any(line.startswith("torch==") for line in requirements)
+    assert any(line.startswith("scikit-learn==") for line in requirements)  # the featurizer's vectorizers
+
+
+# Run in a fresh interpreter: load the logged pyfunc, predict, and report which modules that imported.
+LOAD_AND_LIST = """
+import json, sys
+import mlflow.pyfunc
+model = mlflow.pyfunc.load_model(sys.argv[1])
+out = model.predict(["eres un pendejo", "gracias amigos"])
+assert list(out.columns)[0] == "class" and len(out) == 2, out
+loaded = {name: getattr(module, "__file__", None) for name, module in sys.modules.items()
+          if name == "losslab" or name.startswith("losslab.")}
+print(json.dumps({"losslab": loaded, "top_level": sorted({name.split(".")[0] for name in sys.modules})}))
+"""
+
+
+def third_party_imports(path: str) -> set[str]:
+    """Top-level names of every ``import x`` / ``from x import y`` in a file (absolute imports only)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"losslab", "__future__"}
+
+
+def test_the_logged_pyfunc_loads_in_a_fresh_process_and_pins_what_it_imports(quick_sweep, tmp_path):  # noqa: F811
+    """Every third-party package that losslab's code imports while the pyfunc loads and predicts is pinned in
+    its requirements.txt (a package missing there is missing wherever the model is served from it)."""
+    import mlflow
+    from importlib.metadata import packages_distributions
+
+    client = MlflowClient(quick_sweep.uri, registry_uri=quick_sweep.uri)
+    version = client.get_model_version_by_alias(MODEL, "champion")
+    local = mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="pyfunc",
+                                                dst_path=str(tmp_path), tracking_uri=quick_sweep.uri)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSLAB_DEBUG")}
+    done = subprocess.run([sys.executable, "-c", LOAD_AND_LIST, local], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "losslab.serving.bundle" in found["losslab"] and "losslab.data.features" in found["losslab"]
+    assert (Path(local) / "code" / "losslab" / "serving" / "bundle.py").is_file()  # the whole package travels
+    assert all(str(tmp_path) in path for path in found["losslab"].values() if path), "code not from the model's copy"
+    imported = set().union(*(third_party_imports(path) for path in found["losslab"].values() if path))
+    imported &= set(found["top_level"])  # what really got imported (not an import inside an unused function)
+    assert {"sklearn", "torch", "scipy", "numpy", "mlflow"} <= imported
+    distributions = packages_distributions()  # import name → the distributions providing it (mlflow: 3 of them)
+    pinned = {line.split("==")[0].lower() for line in (Path(local) / "requirements.txt").read_text().split()}
+    missing = {name for name in imported if not {d.lower() for d in distributions.get(name, [name])} & pinned}
+    assert not missing, f"imported at load but not in requirements.txt: {sorted(missing)}"
 
 
 def test_register_again_is_a_no_op_and_the_pyfunc_matches_the_bundle(quick_sweep):  # noqa: F811

@@ -65,16 +65,33 @@ class Predictor:
         return cls(info["class_names"], Normalizer(**info["normalizer"]), featurizer, net, info["activation"])
 
     @torch.no_grad()
+    def logits(self, x: Any, batch_size: int = 4096) -> torch.Tensor:
+        """The network's outputs for already featurized rows (a CSR matrix from ``self.featurizer``)."""
+        chunks = [self.net(*csr_to_batch(x[start:start + batch_size])[:3]) for start in range(0, x.shape[0], batch_size)]
+        return torch.cat(chunks) if chunks else torch.zeros((0, len(self.class_names)))
+
     def predict_proba(self, texts: Sequence[str], batch_size: int = 4096) -> np.ndarray:
+        """Normalise → featurize → network → probabilities, ``batch_size`` texts at a time."""
         chunks = []
         for start in range(0, len(texts), batch_size):
             x = self.featurizer.transform(self.normalizer.many(texts[start:start + batch_size]))
-            indices, offsets, weights, _ = csr_to_batch(x)
-            chunks.append(probabilities(self.net(indices, offsets, weights), self.activation).numpy())
+            chunks.append(probabilities(self.logits(x, batch_size), self.activation).numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.class_names)), dtype=np.float32)
 
+    def predict_table(self, texts: Sequence[str]) -> Any:
+        """A pandas DataFrame, one row per text: ``class`` (the most probable class name) and
+        ``p_<class name>`` (float) for every class — what the CLI and the served pyfunc return."""
+        import pandas as pd
+
+        probs = self.predict_proba(texts)
+        frame = pd.DataFrame({"class": pd.Series([self.class_names[i] for i in probs.argmax(axis=1)], dtype=object)})
+        for j, name in enumerate(self.class_names):
+            frame[f"p_{name}"] = probs[:, j].astype(float)
+        return frame
+
     def predict(self, texts: Sequence[str]) -> list[str]:
-        return [self.class_names[i] for i in self.predict_proba(texts).argmax(axis=1)]
+        """The most probable class name per text."""
+        return list(self.predict_table(texts)["class"])
 
 
 def download_bundle(run_id: str, tracking_uri: str) -> Path:

@@ -43,20 +43,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise LosslabError("nothing to classify: give --text '...' or --input file.csv.")
     uri = args.tracking_uri or default_tracking_uri()
     predictor = Predictor.load(args.model_dir if args.model_dir else download_bundle(args.run, uri))
-    probs = predictor.predict_proba(texts)
-    labels = [predictor.class_names[i] for i in probs.argmax(axis=1)]
+    table = predictor.predict_table(texts)
     if args.output:
-        import pandas as pd
-
-        frame = pd.DataFrame({"text": texts, "predicted": labels})
-        for j, name in enumerate(predictor.class_names):
-            frame[f"p_{name}"] = probs[:, j]
-        frame.to_csv(args.output, index=False)
+        table.insert(0, "text", texts)
+        table.rename(columns={"class": "predicted"}).to_csv(args.output, index=False)
         print(f"wrote {len(texts)} predictions to {args.output}")
     else:
-        for text, label, row in zip(texts, labels, probs):
-            scores = {name: round(float(p), 4) for name, p in zip(predictor.class_names, row)}
-            print(json.dumps({"text": text, "class": label, "probabilities": scores}, ensure_ascii=False))
+        for text, row in zip(texts, table.to_dict("records")):
+            scores = {name: round(row[f"p_{name}"], 4) for name in predictor.class_names}
+            print(json.dumps({"text": text, "class": row["class"], "probabilities": scores}, ensure_ascii=False))
     return 0
 
 

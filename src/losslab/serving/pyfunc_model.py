@@ -58,15 +58,7 @@ class TextClassifierModel(PythonModel):
         self.predictor = Predictor.load(context.artifacts[BUNDLE_ARTIFACT])
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema
-        import pandas as pd
-
-        texts = texts_of(model_input)
-        probs = self.predictor.predict_proba(texts)
-        names = self.predictor.class_names
-        frame = pd.DataFrame({"class": [names[i] for i in probs.argmax(axis=1)] if len(texts) else []})
-        for j, name in enumerate(names):
-            frame[f"p_{name}"] = probs[:, j].astype(float)
-        return frame
+        return self.predictor.predict_table(texts_of(model_input))
 
 
 mlflow.models.set_model(TextClassifierModel())

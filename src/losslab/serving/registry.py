@@ -29,7 +29,7 @@ from losslab.errors import ConfigError, LosslabError, friendly_exit
 from losslab.paths import config_dir, default_tracking_uri
 from losslab.tracking.sweep_runs import child_runs, find_sweep_parent
 
-REQUIREMENTS = ("mlflow", "torch", "numpy", "scipy", "pandas")
+REQUIREMENTS = ("mlflow", "torch", "numpy", "scipy", "pandas", "scikit-learn")  # what loading the model imports
 
 
 @dataclass
@@ -104,9 +104,11 @@ def save_pyfunc(bundle_dir: Path, out_dir: Path) -> Path:
     signature = ModelSignature(inputs=Schema([ColSpec("string")]),  # one unnamed column: a list of raw texts
                                outputs=Schema([ColSpec("string", "class")]
                                               + [ColSpec("double", f"p_{name}") for name in class_names]))
-    package = Path(pyfunc_model.__file__).parent
+    import losslab
+
+    package = Path(losslab.__file__).parent  # the whole package: pyfunc_model imports serving, model and data
     with tempfile.TemporaryDirectory(prefix="losslab-code-") as code_root:
-        code = Path(code_root) / package.name  # losslab's code travels with the model: no install needed to serve it
+        code = Path(code_root) / "losslab"  # losslab's code travels with the model: no install needed to serve it
         shutil.copytree(package, code, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         mlflow.pyfunc.save_model(str(out_dir), python_model=pyfunc_model.__file__,
                                  artifacts={pyfunc_model.BUNDLE_ARTIFACT: str(bundle_dir)}, code_paths=[str(code)],
