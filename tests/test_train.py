@@ -44,6 +44,11 @@ def test_training_records_a_complete_mlflow_run(compose, tiny_binary, tmp_path):
     evaluation = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/confusion_matrix.png", "evaluation/classification_report.txt"} <= evaluation
 
+    (dataset_input,) = run.inputs.dataset_inputs  # the UI's Dataset column: name, DVC/file md5, source folder
+    assert dataset_input.dataset.name == "custom" and dataset_input.dataset.digest == run.data.tags["dataset_md5"]
+    assert str(tiny_binary["train"].parent) in dataset_input.dataset.source
+    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
+
     predictor = Predictor.load(download_bundle(result.run_id, result.tracking_uri))
     probs = predictor.predict_proba(["eres un idiota maldito @pepe", "gracias amigos feliz"])
     assert probs.shape == (2, 2) and abs(probs.sum(1) - 1).max() < 1e-5
@@ -112,3 +117,26 @@ def test_bad_input_is_one_clear_message_and_no_run(tmp_path):
 
     unknown = cli("-m", "losslab.training.train", "loss=hinge", env_extra={"MLFLOW_TRACKING_URI": store})
     assert unknown.returncode != 0 and "ce_weighted" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_best_checkpoint_loads_alone_and_predicts_as_the_bundle(compose, tiny_binary, tmp_path):
+    """save_hyperparameters: the checkpoint rebuilds the module (network, loss, classes) with no other input."""
+    import numpy as np
+    import torch
+
+    from losslab.data.batches import csr_to_batch
+    from losslab.model.module import TextClassifier
+
+    cfg = compose(*data_overrides(tiny_binary), "loss=ce_weighted", "model.depth=2")
+    result = train(cfg, tmp_path / "out")
+    (best,) = (tmp_path / "out" / "checkpoints").glob("best-epoch*.ckpt")
+    module = TextClassifier.load_from_checkpoint(best, map_location="cpu", weights_only=True).eval()
+    assert module.class_names == ["0", "1"] and module.hparams.loss["name"] == "ce_weighted"
+    assert module.loss.weight is not None and len(module.net.hidden) == 5  # depth 2: PReLU, Dropout + 3 more
+    predictor = Predictor.load(download_bundle(result.run_id, result.tracking_uri))
+    texts = ["eres un idiota maldito @pepe", "gracias amigos feliz", "hoy el de la"]
+    x = predictor.featurizer.transform(predictor.normalizer.many(texts))
+    with torch.no_grad():
+        from_checkpoint = module.loss.probabilities(module(*csr_to_batch(x)[:3])).numpy()
+    assert np.allclose(from_checkpoint, predictor.predict_proba(texts), atol=1e-6)
