@@ -163,7 +163,8 @@ def two_device_report(tmp_path_factory) -> tuple[Path, str, str]:
     for seed, f1 in enumerate(BASE_F1):
         for loss, score in (("ce", f1), ("kl", f1), ("focal", f1 + GAIN[seed]), ("mse", f1 - 0.03)):
             log_run(client, experiment_id, tmp / "files", loss, seed, score, sweep=("losses-test", parent))
-        log_run(client, experiment_id, tmp / "files", "ce", seed, f1 + 0.001, device="cuda", fit=0.5)  # not in the sweep
+        # not in the sweep:
+        log_run(client, experiment_id, tmp / "files", "ce", seed, f1 + 0.001, device="cuda", fit=0.5)
     out = write_report(uri, experiment="synthetic", reports_dir=tmp / "reports")
     return out, uri, parent
 

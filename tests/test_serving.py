@@ -151,9 +151,9 @@ def test_make_serve_answers_two_texts_with_classes_and_probabilities(quick_sweep
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "LOSSLAB_DEBUG"} | {"MLFLOW_TRACKING_URI": quick_sweep.uri}
     log = open(tmp_path / "serve.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "losslab.serving.registry", "serve", "--model", MODEL, "--port", str(port)],
-                              env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    command = [sys.executable, "-m", "losslab.serving.registry", "serve", "--model", MODEL, "--port", str(port)]
+    server = subprocess.Popen(command, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180

@@ -13,7 +13,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m losslab.report", description=__doc__)
     parser.add_argument("--experiment", default=None, help="MLflow experiment (default: tracking.experiment in conf/)")
     parser.add_argument("--sweep-id", default=None, help="the sweep to report (default: the latest in the experiment)")
-    parser.add_argument("--tracking-uri", default=None, help="store (default: $MLFLOW_TRACKING_URI, else the project's)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="store (default: $MLFLOW_TRACKING_URI, else the project's)")
     parser.add_argument("--output", default=None, help="reports folder (default: <project>/reports)")
     parser.add_argument("--baseline", default=None, help="loss every other is compared with (default: ce)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report on the parent run")

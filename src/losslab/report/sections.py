@@ -62,11 +62,13 @@ def header(doc: Document, sweep: collect.Sweep, runs: pd.DataFrame, selected: pd
     items = [f"Experiment **{sweep.experiment_name}** (id {sweep.experiment_id}) in `{sweep.uri}`; parent run "
              f"`{parent}`; tag `sweep_id={sweep.sweep_id}`.",
              f"Runs: {len(runs)} ({status}); {len(selected)} finished trainings compared"
-             + (f", {int((runs['phase'] == 'search').sum())} search trials not counted" if (runs["phase"] == "search").any()
+             + (f", {int((runs['phase'] == 'search').sum())} search trials not counted"
+                if (runs["phase"] == "search").any()
                 else "") + (f"; sweep wall time {seconds / 60:.1f} min" if seconds else "") + ".",
              f"Losses: {values('loss')}; seeds: {', '.join(map(str, sorted(selected['seed'].dropna().unique())))}.",
              f"Data `{values('data.name')}` (md5 {values('dataset_md5')}), features `{values('features.weighting')}`; "
-             f"model hidden {values('model.hidden')}, depth {values('model.depth')}, dropout {values('model.dropout')}; "
+             f"model hidden {values('model.hidden')}, depth {values('model.depth')}, "
+             f"dropout {values('model.dropout')}; "
              f"lr {values('optimizer.lr')}, batch {values('data.batch_size')}, epochs {values('trainer.max_epochs')} "
              "(test metrics at the best-validation-macro-F1 epoch).",
              f"Devices: {values('device')} ({values('device_name')}); git commit(s) "
@@ -130,9 +132,10 @@ def paired(doc: Document, comparisons: Mapping[str, pd.DataFrame], baseline: str
     if fallback:
         doc.paragraph(fallback, note=True)
     doc.paragraph(f"Δ = loss − {baseline} on the same seed (same split, same initialisation seed). CI: paired BCa "
-                  f"bootstrap of the mean Δ (the per-seed differences resampled); P(better): share of bootstrap resamples where the loss is better; Wilcoxon: two-sided "
-                  f"signed-rank test, Holm-adjusted over the losses; r: matched-pairs rank-biserial correlation (effect "
-                  f"size, ±1 = every seed one way); d_z: mean Δ / sd Δ; W/T/L: seeds better/tied/worse. With {n} pairs "
+                  "bootstrap of the mean Δ (the per-seed differences resampled); P(better): share of bootstrap "
+                  "resamples where the loss is better; Wilcoxon: two-sided signed-rank test, Holm-adjusted over the "
+                  "losses; r: matched-pairs rank-biserial correlation (effect size, ±1 = every seed one way); d_z: "
+                  f"mean Δ / sd Δ; W/T/L: seeds better/tied/worse. With {n} pairs "
                   f"the exact Wilcoxon test cannot go below p = {stats.wilcoxon_floor(n):.4f}, so read the CI and "
                   f"effect sizes, not only p.", note=True)
     for metric, table in comparisons.items():
@@ -230,7 +233,8 @@ def devices(doc: Document, sweep: collect.Sweep, selected: pd.DataFrame, metrics
                   "include whatever else loaded each machine at the time.", note=True)
     out = []
     for loss, group in pairs.groupby("loss", sort=False):
-        out.append([loss, len(group), *(f"{group[m].mean():+.4f} (max |Δ| {group[m].abs().max():.4f})" for m in metrics),
+        out.append([loss, len(group),
+                    *(f"{group[m].mean():+.4f} (max |Δ| {group[m].abs().max():.4f})" for m in metrics),
                     f"{group['cpu_s'].mean():.2f}", f"{group['gpu_s'].mean():.2f}",
                     f"{group['cpu_s'].mean() / group['gpu_s'].mean():.2f}×"])
     doc.table(["loss", "pairs", *(f"Δ {m}" for m in metrics), "cpu fit s", "cuda fit s", "speed ratio"], out)

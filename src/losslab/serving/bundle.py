@@ -67,7 +67,8 @@ class Predictor:
     @torch.no_grad()
     def logits(self, x: Any, batch_size: int = 4096) -> torch.Tensor:
         """The network's outputs for already featurized rows (a CSR matrix from ``self.featurizer``)."""
-        chunks = [self.net(*csr_to_batch(x[start:start + batch_size])[:3]) for start in range(0, x.shape[0], batch_size)]
+        chunks = [self.net(*csr_to_batch(x[start:start + batch_size])[:3])
+                  for start in range(0, x.shape[0], batch_size)]
         return torch.cat(chunks) if chunks else torch.zeros((0, len(self.class_names)))
 
     def predict_proba(self, texts: Sequence[str], batch_size: int = 4096) -> np.ndarray:
