@@ -37,8 +37,13 @@ def tiny_data(directory: Path) -> list[str]:
             "model.hidden=16", "optimizer.lr=0.01", "data.batch_size=32", "trainer.accelerator=cpu"]
 
 
-def run_sweep(root: Path, name: str, jobs: int, *extra: str, timeout: int = 400) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSLAB_DEBUG")}
+def run_sweep(root: Path, name: str, jobs: int, *extra: str, timeout: int = 400,
+              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m losslab.sweeps.cli <name> --jobs <jobs>`` on tiny data in ``root`` (the console as a user sees
+    it: without ``$LOSSLAB_VERBOSE`` unless ``env`` sets it)."""
+    root.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "LOSSLAB_DEBUG", "LOSSLAB_VERBOSE")} | (env or {})
     command = [sys.executable, "-m", "losslab.sweeps.cli", name, "--jobs", str(jobs), *tiny_data(root),
                f"tracking.uri=sqlite:///{root / 'mlflow.db'}", f"tracking.experiment={EXPERIMENT}",
                f"sweep.reports_dir={root / 'reports'}", f"hydra.sweep.dir={root / 'multirun'}", *extra]

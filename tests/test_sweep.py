@@ -1,8 +1,10 @@
-"""Sweeps: configs compose, a parallel sweep loses nothing, a failing job leaves no run RUNNING, the search."""
+"""Sweeps: configs compose, a parallel sweep loses nothing, a failing job leaves no run RUNNING, the search,
+and what a sweep prints (one line per job, the loss table; Hydra's lines only with LOSSLAB_VERBOSE=1)."""
 
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import yaml
@@ -10,7 +12,9 @@ from mlflow.tracking import MlflowClient
 
 from conftest import CONF
 from losslab.model.losses import LOSSES
+from losslab.sweeps.callbacks import planned_jobs
 from losslab.sweeps.cli import available_sweeps, hydra_argv, main as sweep_main
+from losslab.sweeps.progress import Progress, duration, metric_label
 from sweep_fixture import EXPERIMENT, LOSSES as QUICK_LOSSES, SEEDS, quick_sweep, run_sweep, tiny_data  # noqa: F401
 
 
@@ -131,7 +135,7 @@ def test_failing_job_leaves_parent_failed_and_nothing_running(tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_search_reruns_each_losses_best_trial_on_the_final_seeds(tmp_path, monkeypatch):
+def test_search_reruns_each_losses_best_trial_on_the_final_seeds(tmp_path, monkeypatch, capsys):
     from losslab.sweeps.search import run_search
 
     monkeypatch.chdir(tmp_path)
@@ -154,3 +158,108 @@ def test_search_reruns_each_losses_best_trial_on_the_final_seeds(tmp_path, monke
         for key, value in summary["best_params"].items():
             assert {r.data.params[key] for r in finals} == {str(value)}, key
     assert not (tmp_path / "reports").exists()  # sweep.report.enabled=false
+    jobs = job_lines(capsys.readouterr().out)  # one line per training: 2 losses × (2 trials + 2 re-runs)
+    assert [int(m[1]) for m in jobs] == list(range(1, 9)) and {m[2] for m in jobs} == {"8"}
+    assert sorted((m[3], m[5].split("  ")[0]) for m in jobs) == sorted(
+        (loss, detail) for loss in ("ce", "mse") for detail in ("trial 0", "trial 1", "final", "final"))
+
+
+# --- what a sweep prints ---------------------------------------------------------------------------------
+
+JOB_LINE = re.compile(r"^\[\s*(\d+)/(\d+|\?)\] (\S+)\s+seed (\S+)\s+(.*)$")
+
+
+def job_lines(text: str) -> list[re.Match]:
+    return [m for m in map(JOB_LINE.match, text.splitlines()) if m]
+
+
+def loss_table(text: str) -> list[list[str]]:
+    """The rows (cells split on 2+ spaces) of the table printed at the end of a sweep, header first."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(r"^loss\s+runs\s", line))
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    return [re.split(r"\s{2,}", line.strip()) for line in lines[start:end]]
+
+
+def assert_quiet(console: str) -> None:
+    """Nothing but our own lines: no third-party warning, no Hydra banner, no per-epoch or per-run test block."""
+    lines = console.splitlines()
+    assert not [x for x in lines if "Warning" in x or "warn(" in x], console[-4000:]
+    assert not [x for x in lines if "site-packages" in x], console[-4000:]  # a library's warning names its file
+    assert not [x for x in lines if "[HYDRA]" in x or "Launching" in x or re.search(r"#\d+ : ", x)], console[-4000:]
+    assert not [x for x in lines if x.startswith("epoch ") or "Test metrics" in x], console[-4000:]
+
+
+def test_job_count_is_the_sweepers_product_of_values():
+    assert planned_jobs(composed("losses"))[0] == 35
+    assert planned_jobs(composed("quick"))[0] == 8
+    assert planned_jobs(composed("grid"))[0] == 126
+    total, swept = planned_jobs(composed("grid"))
+    assert set(swept) == {"seed", "loss", "optimizer.lr", "model.hidden"} and len(swept["optimizer.lr"]) == 3
+    # the command line (what a multirun holds in hydra.overrides.task) replaces a swept key's values, and may
+    # sweep another key
+    from omegaconf import open_dict, read_write
+
+    cfg = composed("quick")
+    with read_write(cfg), open_dict(cfg):
+        cfg.hydra.overrides.task = ["+sweep=quick", "seed=0", "loss=ce,mse", "model.dropout=0.1,0.2,0.3"]
+    total, swept = planned_jobs(cfg)
+    assert total == 6 and swept == {"loss": ["ce", "mse"], "model.dropout": ["0.1", "0.2", "0.3"]}
+
+
+def test_progress_counts_jobs_in_its_log_and_estimates_the_rest(tmp_path):
+    progress = Progress.start(tmp_path, 3, loss_width=3)
+    first = progress.job_done("ce", 0, "FINISHED", 1.25, {"best_val/f1_macro": 0.7412, "test/f1_macro": 0.6})
+    assert re.fullmatch(r"\[1/3\] ce   seed 0  val macro-F1 0\.741  test macro-F1 0\.600  FINISHED  1\.2 s  ETA .+ s",
+                        first), first
+    progress.job_done("mse", 1, "FAILED", 2.0, {}, "model.hidden=64", "ValueError: boom")
+    last = progress.job_done("kl", 1, "FINISHED", 61.0, {"test/f1_macro": 0.5})
+    assert last.startswith("[3/3] kl ") and "1 min 1 s" in last and "ETA" not in last
+    log = (tmp_path / "progress.log").read_text().splitlines()
+    assert log[0] == first and log[1].endswith("FAILED  2.0 s  ETA " + log[1].split("ETA ")[1])
+    assert "model.hidden=64" in log[1] and log[1].endswith("(ValueError: boom)") and log[2] == last
+    assert Progress.start(tmp_path, 3).job_done("ce", 0, "FINISHED", 1, {}).startswith("[1/3]"), "a new sweep restarts"
+    assert [duration(s) for s in (12.34, 100, 3725)] == ["12.3 s", "1 min 40 s", "1 h 02 min"]
+    assert metric_label("test/f1_aggressive") == "test F1 aggressive" and metric_label("test/nll") == "test nll"
+
+
+@pytest.mark.slow
+def test_sweep_console_is_one_line_per_job_then_the_loss_table(quick_sweep):
+    """The joblib sweep (2 worker processes): k counts the jobs finished in either process, once each."""
+    out, console = quick_sweep.result.stdout, quick_sweep.result.stdout + quick_sweep.result.stderr
+    assert_quiet(console)
+    jobs = job_lines(out)
+    total = len(QUICK_LOSSES) * len(SEEDS)
+    assert [int(m[1]) for m in jobs] == list(range(1, total + 1)) and {m[2] for m in jobs} == {str(total)}
+    assert sorted((m[3], int(m[4])) for m in jobs) == sorted(itertools.product(QUICK_LOSSES, SEEDS))
+    assert all(" FINISHED " in m[5] and "test macro-F1" in m[5] for m in jobs)
+    assert all("ETA" in m[5] for m in jobs[:-1]) and "ETA" not in jobs[-1][5]
+    table = loss_table(out)
+    assert table[0][:3] == ["loss", "runs", "test macro-F1"] and table[0][3].startswith("test F1 ")
+    assert sorted(row[0] for row in table[1:]) == sorted(QUICK_LOSSES) and {row[1] for row in table[1:]} == {"2"}
+    means = [float(row[2].split()[0]) for row in table[1:]]
+    assert means == sorted(means, reverse=True), "best first"
+    lines = out.splitlines()
+    report = next(i for i, x in enumerate(lines) if x.startswith("report of sweep"))
+    champion = next(i for i, x in enumerate(lines) if x.startswith("champion: "))
+    assert lines.index(next(x for x in lines if x.startswith("loss "))) < report < champion
+    logged = (quick_sweep.root / "multirun" / "progress.log").read_text().splitlines()
+    assert logged == [m[0] for m in jobs]
+
+
+@pytest.mark.slow
+def test_in_process_sweep_is_quiet_and_verbose_brings_hydras_lines_back(tmp_path):
+    args = ("seed=0", "loss=ce,mse", "sweep.register=false", "sweep.report.enabled=false")
+    quiet = run_sweep(tmp_path / "quiet", "quick", 1, *args)
+    assert quiet.returncode == 0, quiet.stdout[-3000:] + quiet.stderr[-3000:]
+    assert_quiet(quiet.stdout + quiet.stderr)
+    jobs = [(m[1], m[2], m[3], m[4]) for m in job_lines(quiet.stdout)]
+    assert jobs == [("1", "2", "ce", "0"), ("2", "2", "mse", "0")]
+    assert sorted(row[0] for row in loss_table(quiet.stdout)[1:]) == ["ce", "mse"]
+
+    loud = run_sweep(tmp_path / "verbose", "quick", 1, *args, env={"LOSSLAB_VERBOSE": "1"})
+    assert loud.returncode == 0, loud.stdout[-3000:] + loud.stderr[-3000:]
+    console = loud.stdout + loud.stderr
+    assert "[HYDRA] Launching 2 jobs locally" in console
+    assert re.search(r"\[HYDRA\]\s+#0 : seed=0 loss=ce", console) and re.search(r"#1 : seed=0 loss=mse", console)
+    assert [m[3] for m in job_lines(loud.stdout)] == ["ce", "mse"], "the job lines stay"

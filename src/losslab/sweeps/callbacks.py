@@ -1,31 +1,43 @@
-"""Hydra callbacks of every sweep (``conf/sweep/_common.yaml``): the parent run, and the champion.
+"""Hydra callbacks of every sweep (``conf/sweep/_common.yaml``): the parent run, and the console.
 
 ``SweepParentRun`` wraps a multirun in one MLflow parent run.
 
 At multirun start (main process, before any job): create the experiment once, open the parent
 run, and hand its id and the ``sweep_id`` to every job through ``hydra.job.env_set`` (Hydra
 sets those variables around each job, in whichever process runs it; the sweep config reads
-them with ``${oc.env:...}``). At multirun end: write the report, log it on the parent, close
-the parent. If the multirun dies first (a failed job, Ctrl-C), an ``atexit`` hook still closes
-the parent as FAILED, so no run is left RUNNING (``losslab.sweeps.cli`` closes it at once, via
-``close_open_sweeps``). ``RegisterChampion`` registers the best run when the multirun ends.
+them with ``${oc.env:...}``). At multirun end (``losslab.sweeps.finish.finish_sweep``): the table
+of the losses, the report (logged on the parent), the parent closed, the champion registered.
+If the multirun dies first (a failed job, Ctrl-C), an ``atexit`` hook still closes the parent as
+FAILED, so no run is left RUNNING (``losslab.sweeps.cli`` closes it at once, via ``close_open_sweeps``).
+
+``SweepProgress`` is the console of a multirun: one line per finished job (``losslab.sweeps.progress``),
+counted across processes, out of the number of jobs the sweeper makes; Hydra's own INFO lines (the
+launch banner, one line per job) are off unless ``LOSSLAB_VERBOSE=1``.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
+import time
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from losslab.sweeps.finish import finish_sweep, register_champion
+from losslab.console import verbose
+from losslab.sweeps.finish import finish_sweep
+from losslab.sweeps.progress import LOSS_WIDTH, Progress
 from losslab.tracking.store import tracking_uri
-from losslab.tracking.sweep_runs import PARENT_ENV, SWEEP_ID_ENV, SweepParent, start_parent
+from losslab.tracking.sweep_runs import PARENT_ENV, SWEEP_ID_ENV, SweepParent, job_run, start_parent
 
 
 _OPEN: list["SweepParentRun"] = []
+
+# Loggers of Hydra and its launcher plugins: "Launching N jobs locally", "#3 : loss=ce seed=0", joblib's banner.
+HYDRA_LOGGERS = ("hydra", "hydra_plugins")
 
 
 def close_open_sweeps(reason: str) -> None:
@@ -35,11 +47,14 @@ def close_open_sweeps(reason: str) -> None:
 
 
 class SweepParentRun(Callback):
-    """See the module docstring; ``report`` and ``reports_dir`` come from ``sweep.*``."""
+    """See the module docstring; the arguments come from ``sweep.*`` (``conf/sweep/_common.yaml``)."""
 
-    def __init__(self, report: bool = True, reports_dir: str | None = None) -> None:
+    def __init__(self, report: bool = True, reports_dir: str | None = None, register: bool = True,
+                 model_name: str | None = None) -> None:
         self.report = report
         self.reports_dir = reports_dir
+        self.register = register
+        self.model_name = model_name
         self.parent: SweepParent | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -69,31 +84,97 @@ class SweepParentRun(Callback):
             _OPEN.remove(self)
         if parent is None:
             return
-        finish_sweep(parent, report=self.report and failed is None, reports_dir=self.reports_dir, failed=failed)
+        finish_sweep(parent, report=self.report and failed is None, reports_dir=self.reports_dir, failed=failed,
+                     register=self.register, model_name=self.model_name)
         for key in (PARENT_ENV, SWEEP_ID_ENV):
             os.environ.pop(key, None)
 
     def __getstate__(self) -> dict[str, Any]:
         # The callback travels to launcher workers inside Hydra's context: they must not close the parent.
-        return {"report": self.report, "reports_dir": self.reports_dir, "parent": None}
+        return {**self.__dict__, "parent": None}
 
 
+def planned_jobs(config: DictConfig) -> tuple[int | None, dict[str, list[str]]]:
+    """How many jobs Hydra's basic sweeper makes of ``hydra.sweeper.params`` and the command line, and
+    the swept keys with their values. Its arithmetic: a key given twice keeps its last value(s), and
+    the jobs are the product of every key's values. ``(None, {})`` for another sweeper, or a sweep it
+    cannot count (an interval, a glob)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-class RegisterChampion(Callback):
-    """Register the sweep's best run as ``models:/<name>@champion`` when a multirun ends.
+    if not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith(".BasicSweeper"):
+        return None, {}
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+    values: dict[str, list[str]] = {}
+    try:
+        for override in OverridesParser.create().parse_overrides(arguments):
+            key = override.get_key_element().lstrip("+~")
+            if not override.is_sweep_override():
+                values[key] = [override.get_value_element_as_str()]
+            elif override.is_discrete_sweep():
+                values[key] = list(override.sweep_string_iterator())
+            else:
+                return None, {}
+    except Exception:  # noqa: BLE001 - the count is cosmetic; the sweeper reports a bad override itself
+        return None, {}
+    total = 1
+    for choices in values.values():
+        total *= len(choices)
+    return total, {k: v for k, v in values.items() if len(v) > 1}
 
-    Hydra calls ``on_multirun_end`` in reverse order, so this runs before ``SweepParentRun``
-    closes the parent; it reads the sweep id that callback exported. Only after a multirun
-    that ran to its end; a failure here is printed and does not fail the sweep.
-    """
 
-    def __init__(self, enabled: bool = True, model_name: str | None = None) -> None:
-        self.enabled = enabled
-        self.model_name = model_name
+class SweepProgress(Callback):
+    """See the module docstring; the progress log goes to the sweep's output folder (``hydra.sweep.dir``)."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.shown: list[str] = []       # swept keys a job line names besides loss and seed (grid: lr, width)
+        self._levels: dict[str, int] = {}
+        self._job_started: float | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not verbose():
+            for name in HYDRA_LOGGERS:
+                self._levels[name] = logging.getLogger(name).level
+                logging.getLogger(name).setLevel(logging.WARNING)
+        total, swept = planned_jobs(config)
+        self.shown = [k for k in swept if k not in ("loss", "seed")]
+        report = OmegaConf.select(config, "sweep.report") or {}
+        metrics = tuple(str(report[k]) for k in ("select_metric", "primary_metric") if k in report)
+        self.progress = Progress.start(config.hydra.sweep.dir, total, metrics=metrics or Progress.metrics,
+                                       loss_width=max(map(len, swept.get("loss", [])), default=LOSS_WIDTH))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_id = os.environ.get(SWEEP_ID_ENV)
-        if self.enabled and sweep_id:
-            register_champion(tracking_uri(config.tracking), sweep_id, str(config.tracking.experiment),
-                              self.model_name)
+        for name, level in self._levels.items():
+            logging.getLogger(name).setLevel(level)
+        self._levels.clear()
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._job_started = time.perf_counter()
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if self.progress is None:
+            return
+        from hydra.core.utils import JobStatus
+
+        seconds = time.perf_counter() - self._job_started if self._job_started is not None else 0.0
+        run = self._run_of(config)
+        ok = job_return.status == JobStatus.COMPLETED
+        status = run.info.status if run is not None else "FINISHED" if ok else "FAILED"
+        error = getattr(job_return, "_return_value", None) if not ok else None
+        detail = " ".join(o for o in OmegaConf.to_container(config.hydra.overrides.task)
+                          if o.split("=", 1)[0].lstrip("+~") in self.shown)
+        self.progress.job_done(str(OmegaConf.select(config, "loss.name")), OmegaConf.select(config, "seed"), status,
+                               seconds, run.data.metrics if run is not None else {}, detail,
+                               f"{type(error).__name__}: {error}"[:300] if error is not None else "")
+
+    @staticmethod
+    def _run_of(config: DictConfig) -> Any | None:
+        """This job's MLflow run (found by its output folder among the parent's children), or None."""
+        parent = OmegaConf.select(config, f"hydra.job.env_set.{PARENT_ENV}")
+        if not parent:
+            return None
+        try:
+            return job_run(tracking_uri(config.tracking), str(parent), str(Path(config.hydra.runtime.output_dir)))
+        except Exception:  # noqa: BLE001 - the line still shows; a store problem fails the sweep elsewhere
+            return None

@@ -17,6 +17,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from losslab.console import ignore_warning, verbose
 from losslab.errors import ConfigError, friendly_exit
 from losslab.paths import config_dir
 
@@ -58,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     from losslab.training import train
     from losslab.sweeps.callbacks import close_open_sweeps
 
+    if not verbose():
+        # conf/hydra/launcher/submitit_*.yaml keep the plugin's config names on purpose, so that Hydra
+        # validates them against the plugin's schema; Hydra says so on every composition.
+        ignore_warning(r"\s*'hydra/launcher/submitit_(local|slurm)' is validated against ConfigStore schema",
+                       UserWarning)
     saved, sys.argv = sys.argv, [sys.argv[0], *hydra_argv(args.name, args.jobs, args.overrides)]
     try:
         train.main()  # Hydra parses sys.argv

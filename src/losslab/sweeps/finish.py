@@ -1,24 +1,35 @@
-"""The end of a sweep: the comparison report (logged on the parent run), the parent closed, the champion.
+"""The end of a sweep: the table of the losses, the comparison report (logged on the parent run), the
+parent closed, the champion registered.
 
 The parent ends FINISHED when every child finished and the report was written, else FAILED
-with a ``sweep_error`` tag saying why.
+with a ``sweep_error`` tag saying why; only a FINISHED sweep registers a champion.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import sys
+import time
 from pathlib import Path
+from typing import Any, Iterator
 
+from losslab.console import ignore_warning, verbose
+from losslab.sweeps.progress import duration, loss_table
 from losslab.tracking.sweep_runs import SweepParent, child_runs, close_parent, status_counts, sweep_problem
 
 
 def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Path | None = None,
-                 failed: str | None = None) -> Path | None:
-    """Write the report (optional) for ``parent``'s sweep and end its parent run; returns the report folder."""
+                 failed: str | None = None, register: bool = False, model_name: str | None = None) -> Path | None:
+    """Print the loss table, write the report (optional), end ``parent``'s run, register the champion
+    (optional); returns the report folder."""
     counts = status_counts(child_runs(parent.uri, parent.experiment_id, parent.run_id))
     problem = sweep_problem(counts, failed)
     out: Path | None = None
     try:
+        if failed is None and counts.get("FINISHED"):
+            print_loss_table(parent)
         if report and counts.get("FINISHED"):
             from losslab.report.build import write_report
 
@@ -31,17 +42,87 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
         problem = problem or f"the report failed: {type(exc).__name__}: {exc}"[:500]
     finally:
         close_parent(parent, counts, problem)
-    print(f"sweep {parent.sweep_id}: {sum(counts.values())} runs ({counts}); parent {parent.run_id} "
-          f"{'FAILED: ' + problem if problem else 'FINISHED'}")
+    runs = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no run"
+    print(f"sweep {parent.sweep_id}: {runs} in {duration(time.perf_counter() - parent.started)}; "
+          f"parent run {parent.run_id} {'FAILED: ' + problem if problem else 'FINISHED'}")
+    if register and problem is None:
+        register_champion(parent.uri, parent.sweep_id, parent.experiment or None, model_name)
     return out
 
 
-def register_champion(uri: str, sweep_id: str, experiment: str, model_name: str | None = None) -> None:
+def print_loss_table(parent: SweepParent) -> None:
+    """The losses, best first (``progress.loss_table``); a failure here is one line, not a failed sweep."""
+    try:
+        lines = loss_table(parent.uri, parent.sweep_id, parent.experiment_id)
+    except Exception as exc:  # noqa: BLE001 - the report below says the same, at length
+        print(f"(no loss table: {type(exc).__name__}: {exc})", file=sys.stderr)
+        return
+    if lines:
+        print("\n" + "\n".join(lines) + "\n", flush=True)
+
+
+def register_champion(uri: str, sweep_id: str, experiment: str | None, model_name: str | None = None) -> None:
     """Register a finished sweep's champion; a failure is a warning (the runs and the report stand)."""
     from losslab.serving.registry import describe, register_sweep
 
     try:
-        print(describe(register_sweep(uri, sweep_id, experiment, model_name)))
+        with quiet_registration():
+            champion = register_sweep(uri, sweep_id, experiment, model_name)
+        print(describe(champion))
     except Exception as exc:  # noqa: BLE001 - the sweep's runs and report stand without it
         print(f"warning: champion of sweep {sweep_id} not registered: {type(exc).__name__}: {exc} "
               f"(retry: make register SWEEP_ID={sweep_id})", file=sys.stderr)
+
+
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+# What MLflow prints (eprint) when it registers a version; the champion line says the same.
+_REGISTRY_LINES = (r"Successfully registered model '[^']*'\.$|Created version '[^']*' of model '[^']*'\.$"
+                   r"|Registered model '[^']*' already exists\. Creating a new version of this model\.\.\.$")
+
+
+class _WithoutLines:
+    """A text stream writing to ``target`` every line except those ``pattern`` matches in full."""
+
+    def __init__(self, target: Any, pattern: str) -> None:
+        self.target, self.pattern, self.pending = target, re.compile(pattern), ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            if not self.pattern.match(line):
+                self.target.write(line + "\n")
+        return len(text)
+
+    def close_line(self) -> None:
+        if self.pending:
+            self.target.write(self.pending)
+            self.pending = ""
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding...
+        return getattr(self.target, name)
+
+
+@contextlib.contextmanager
+def quiet_registration() -> Iterator[None]:
+    """Registering logs the champion as an MLflow pyfunc: MLflow then draws download progress bars, warns
+    that no input example was given (the model's signature is explicit) and prints "Successfully
+    registered model" / "Created version" (the champion line says it). Unless ``LOSSLAB_VERBOSE=1``
+    these are off for this call: the bars by MLflow's own switch, the warning by a filter on it, and
+    exactly those printed lines; everything else MLflow writes still shows."""
+    if verbose():
+        yield
+        return
+    ignore_warning(r"(\x1b\[[\d;]*m)?An input example was not provided when logging the model", UserWarning,
+                   "mlflow")
+    saved_bar = os.environ.get(_PROGRESS_BAR)
+    os.environ[_PROGRESS_BAR] = "false"
+    stream = _WithoutLines(sys.stderr, _REGISTRY_LINES)
+    try:
+        with contextlib.redirect_stderr(stream):
+            yield
+    finally:
+        stream.close_line()
+        if saved_bar is None:
+            os.environ.pop(_PROGRESS_BAR, None)
+        else:
+            os.environ[_PROGRESS_BAR] = saved_bar

@@ -3,8 +3,9 @@
 Optuna is used directly (in-memory study per loss, TPE sampler): the Hydra Optuna sweeper pins
 optuna<3, its sqlite storage fails with SQLAlchemy 2, and it runs one study per multirun, not one
 per loss followed by re-runs. Each trial is a ``losslab.training.train.train`` call on a config composed from
-``conf/`` with the sampled overrides, a child of the sweep's parent run (tag ``sweep_phase``).
-With ``--jobs N`` the losses are searched in N worker processes.
+``conf/`` with the sampled overrides, a child of the sweep's parent run (tag ``sweep_phase``), and
+one progress line (``losslab.sweeps.progress``). With ``--jobs N`` the losses are searched in N
+worker processes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from losslab.errors import ConfigError
 from losslab.paths import config_dir
+from losslab.sweeps.progress import Progress
 
 
 def compose(overrides: Sequence[str]) -> DictConfig:
@@ -46,21 +48,28 @@ def suggest(trial: Any, space: DictConfig) -> list[str]:
     return overrides
 
 
-def run_one(overrides: Sequence[str], output_dir: Path) -> float:
-    """Compose and train once; the value of the search objective."""
+def run_one(overrides: Sequence[str], output_dir: Path, progress: Progress | None = None, detail: str = "") -> float:
+    """Compose and train once (one progress line); the value of the search objective."""
     from losslab.training.train import train
 
     cfg = compose(overrides)
-    result = train(cfg, output_dir)
-    objective = str(cfg.sweep.search.objective)
-    if objective == "best_val/f1_macro":
-        return result.best_val_f1_macro
+    started = time.perf_counter()
+    try:
+        result = train(cfg, output_dir)
+    except Exception as exc:
+        if progress is not None:
+            progress.job_done(str(cfg.loss.name), cfg.seed, "FAILED", time.perf_counter() - started, {}, detail,
+                              f"{type(exc).__name__}: {exc}"[:300])
+        raise
     from mlflow.tracking import MlflowClient
 
-    return float(MlflowClient(result.tracking_uri).get_run(result.run_id).data.metrics[objective])
+    metrics = MlflowClient(result.tracking_uri).get_run(result.run_id).data.metrics
+    if progress is not None:
+        progress.job_done(str(cfg.loss.name), cfg.seed, "FINISHED", time.perf_counter() - started, metrics, detail)
+    return float(metrics[str(cfg.sweep.search.objective)])
 
 
-def search_loss(loss: str, base: Sequence[str], output_dir: Path) -> dict[str, Any]:
+def search_loss(loss: str, base: Sequence[str], output_dir: Path, progress: Progress | None = None) -> dict[str, Any]:
     """Search one loss, then re-run its best trial on the final seeds. Returns a summary."""
     import optuna
 
@@ -75,22 +84,23 @@ def search_loss(loss: str, base: Sequence[str], output_dir: Path) -> dict[str, A
         tags = ["+tracking.tags.sweep_phase=search", f"+tracking.tags.trial={trial.number}"]
         name = f"tracking.run_name={loss}-trial{trial.number}"
         return run_one([*base, f"loss={loss}", f"seed={search.seed}", *sampled, *tags, name],
-                       output_dir / f"{loss}-trial{trial.number}")
+                       output_dir / f"{loss}-trial{trial.number}", progress, f"trial {trial.number}")
 
     study.optimize(objective, n_trials=int(search.trials))
     best = [f"{k}={v}" for k, v in study.best_params.items()]
-    print(f"search {loss}: best {search.objective}={study.best_value:.4f} with {' '.join(best)}")
+    shown = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in study.best_params.items())
+    print(f"search {loss}: best {search.objective}={study.best_value:.4f} with {shown}", flush=True)
     finals = {}
     for seed in search.final_seeds:
         finals[int(seed)] = run_one([*base, f"loss={loss}", f"seed={seed}", *best, "+tracking.tags.sweep_phase=final",
                                      f"+tracking.tags.best_trial={study.best_trial.number}"],
-                                    output_dir / f"{loss}-final-s{seed}")
+                                    output_dir / f"{loss}-final-s{seed}", progress, "final")
     return {"loss": loss, "best_value": study.best_value, "best_params": study.best_params, "finals": finals}
 
 
 def run_search(overrides: Sequence[str], jobs: int = 1) -> list[dict[str, Any]]:
     """The whole search sweep under one parent run; the report at the end."""
-    from losslab.sweeps.finish import finish_sweep, register_champion
+    from losslab.sweeps.finish import finish_sweep
     from losslab.tracking.store import tracking_uri
     from losslab.tracking.sweep_runs import start_parent
 
@@ -105,21 +115,23 @@ def run_search(overrides: Sequence[str], jobs: int = 1) -> list[dict[str, Any]]:
     base = [*overrides, f"tracking.parent_run_id={parent.run_id}",
             f"tracking.tags.sweep_id={parent.sweep_id}"]
     output_dir = Path("outputs/search") / f"{time.strftime('%Y-%m-%d')}" / parent.sweep_id
+    progress = Progress.start(output_dir, len(search.losses) * (int(search.trials) + len(search.final_seeds)),
+                              metrics=(str(search.objective), str(cfg.sweep.report.primary_metric)),
+                              loss_width=max(map(len, search.losses)))
     failed = None
     results: list[dict[str, Any]] = []
     try:
         if jobs > 1:
             from joblib import Parallel, delayed
 
-            results = Parallel(n_jobs=jobs)(delayed(search_loss)(loss, base, output_dir) for loss in search.losses)
+            results = Parallel(n_jobs=jobs)(delayed(search_loss)(loss, base, output_dir, progress)
+                                            for loss in search.losses)
         else:
-            results = [search_loss(loss, base, output_dir) for loss in search.losses]
+            results = [search_loss(loss, base, output_dir, progress) for loss in search.losses]
     except BaseException as exc:
         failed = f"{type(exc).__name__}: {exc}"[:500]
         raise
     finally:
         finish_sweep(parent, report=bool(cfg.sweep.report.enabled) and failed is None,
-                     reports_dir=cfg.sweep.reports_dir, failed=failed)
-    if cfg.sweep.register:
-        register_champion(uri, parent.sweep_id, str(cfg.tracking.experiment))
+                     reports_dir=cfg.sweep.reports_dir, failed=failed, register=bool(cfg.sweep.register))
     return results

@@ -41,6 +41,7 @@ class SweepParent:
     uri: str
     experiment_id: str
     started: float = field(default_factory=time.perf_counter)
+    experiment: str = ""          # the experiment's name
 
 
 def start_parent(uri: str, experiment: str, name: str, params: Mapping[str, Any] | None = None) -> SweepParent:
@@ -57,7 +58,7 @@ def start_parent(uri: str, experiment: str, name: str, params: Mapping[str, Any]
     for key, value in (params or {}).items():
         client.log_param(run.info.run_id, str(key)[:250], str(value)[:6000])
     print(f"sweep {sweep_id}: parent MLflow run {run.info.run_id} in experiment '{experiment}' ({uri})")
-    return SweepParent(sweep_id, run.info.run_id, uri, experiment_id)
+    return SweepParent(sweep_id, run.info.run_id, uri, experiment_id, experiment=experiment)
 
 
 def child_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[Any]:
@@ -65,6 +66,19 @@ def child_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[Any]:
     from mlflow.tracking import MlflowClient
 
     return search_all(MlflowClient(uri), [experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
+
+
+def job_run(uri: str, parent_run_id: str, output_dir: str) -> Any | None:
+    """The child of ``parent_run_id`` that a job with output folder ``output_dir`` recorded (tag ``output_dir``,
+    set by every training), or None if it recorded none."""
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    experiment_id = MlflowClient(uri).get_run(parent_run_id).info.experiment_id
+    wanted = str(Path(output_dir).resolve())
+    found = [r for r in child_runs(uri, experiment_id, parent_run_id) if r.data.tags.get("output_dir") == wanted]
+    return max(found, key=lambda r: r.info.start_time) if found else None
 
 
 def status_counts(runs: list[Any]) -> dict[str, int]:
