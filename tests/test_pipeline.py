@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import ROOT, synthetic_rows, write_table
-from losslab.errors import ConfigError
+from losslab.errors import ConfigError, DataError
 from losslab.model.losses import LOSSES
 from losslab.pipeline.params import changed_keys, compose
 
 VENV_BIN = str(Path(sys.executable).parent)
-ALL_STAGES = {"prepare", "featurize", "train@ce", "train@kl", "compare"}
+ALL_STAGES = {"prepare", "featurize", "train@ce", "train@kl", "evaluate@ce", "evaluate@kl", "compare"}
 
 
 # --- params.yaml: one source of truth in conf/ ------------------------------------------------
@@ -69,7 +70,7 @@ def test_stage_config_takes_its_loss_from_losses(tmp_path):
 
     params = OmegaConf.create(composed(tmp_path, "losses.kl.smoothing=0.2", "+tracking.tags.purpose=x"))
     cfg = stage_config(params, "kl", {"dvc_stage": "train@kl"})
-    assert cfg.loss == {"name": "kl", "smoothing": 0.2} and "losses" not in cfg
+    assert cfg.loss == params.losses.kl and cfg.loss.name == "kl" and cfg.loss.smoothing == 0.2 and "losses" not in cfg
     assert cfg.tracking.run_name == "kl-s0" and cfg.tracking.tags == {"purpose": "x", "dvc_stage": "train@kl"}
     with pytest.raises(ConfigError, match="no losses.hinge"):
         stage_config(params, "hinge", {})
@@ -119,17 +120,21 @@ def test_compare_ranks_by_validation_and_explains_kl_equals_ce(tmp_path):
     params = OmegaConf.create(composed(tmp_path))
     params.losses = {k: params.losses[k] for k in ("ce", "kl", "mse")}
     scores = {"ce": (0.70, 0.60), "kl": (0.70, 0.60), "mse": (0.75, 0.55)}  # (val, test) macro-F1
+    for folder in ("m", "t", "c"):
+        (tmp_path / folder).mkdir()
     for key, (val, test) in scores.items():
-        (tmp_path / "m").mkdir(exist_ok=True)
-        (tmp_path / "m" / f"{key}.json").write_text(json.dumps({
+        (tmp_path / "m" / f"{key}.json").write_text(json.dumps({  # evaluate@<loss>
             "test/f1_macro": test, "test/f1_aggressive": test - 0.1, "test/f1_non_aggressive": test + 0.1,
-            "test/accuracy": 0.7, "test/auroc": 0.8, "test/ece": 0.05, "test/nll": 0.6,
-            "best_val/f1_macro": val, "best_epoch": 2}))
-        (tmp_path / "c").mkdir(exist_ok=True)
+            "test/accuracy": 0.7, "test/auroc": 0.8, "test/ece": 0.05, "test/nll": 0.6}))
+        (tmp_path / "t" / f"{key}.json").write_text(json.dumps({"best_val/f1_macro": val, "best_epoch": 2}))  # train@
         (tmp_path / "c" / f"{key}.csv").write_text("epoch,val/f1_macro\n0,0.5\n1,0.6\n")
-    args = Namespace(metrics_dir=tmp_path / "m", curves_dir=tmp_path / "c", data=tmp_path / "none.json",
-                     summary=tmp_path / "summary.json", report=tmp_path / "r" / "losses.md",
-                     plot=tmp_path / "r" / "curves.png")
+    args = Namespace(metrics_dir=tmp_path / "m", train_metrics_dir=tmp_path / "t", curves_dir=tmp_path / "c",
+                     data=tmp_path / "none.json", summary=tmp_path / "summary.json",
+                     report=tmp_path / "r" / "losses.md", plot=tmp_path / "r" / "curves.png")
+    (tmp_path / "t" / "mse.json").unlink()
+    with pytest.raises(DataError, match=r"t/mse.json: missing; stage train@mse has not run"):
+        compare(params, args)
+    (tmp_path / "t" / "mse.json").write_text(json.dumps({"best_val/f1_macro": 0.75, "best_epoch": 2}))
     summary = compare(params, args)
     assert summary["best"]["loss"] == "mse" and summary["losses"]["mse"]["rank"] == 1
     assert summary["reference"]["loss"] == "ce" and summary["losses"]["mse"]["delta_f1_macro"] == pytest.approx(-0.05)
@@ -137,6 +142,105 @@ def test_compare_ranks_by_validation_and_explains_kl_equals_ce(tmp_path):
     report = args.report.read_text()
     assert "kl equals ce" in report and "(identical, as expected)" in report and "![" in report
     assert report.count("| `") == 3 and args.plot.stat().st_size > 0
+
+
+def test_evaluate_refuses_a_missing_model_or_a_vanished_training_store(tmp_path):
+    from argparse import Namespace
+
+    from losslab.pipeline.evaluate import evaluate, log_to_training_run
+
+    params = OmegaConf.create(composed(tmp_path))
+    args = Namespace(loss="ce", model_dir=tmp_path / "models" / "ce", features=tmp_path / "features")
+    with pytest.raises(DataError, match=r"models/ce/model: no model bundle; stage train@ce has not run"):
+        evaluate(params, args)
+    with pytest.raises(ConfigError, match=r"no losses.hinge"):
+        evaluate(params, Namespace(**{**vars(args), "loss": "hinge"}))
+
+    args.model_dir.mkdir(parents=True)
+    assert log_to_training_run(args.model_dir, {"test/f1_macro": 0.5}, tmp_path, "evaluate@ce") is None  # no record
+    gone = tmp_path / "gone" / "mlflow.db"
+    (args.model_dir / "mlflow_run.json").write_text(json.dumps({"run_id": "abc", "tracking_uri": f"sqlite:///{gone}"}))
+    with pytest.raises(ConfigError, match=r"mlflow_run.json: the training's MLflow store .* no longer exists. Retrain"):
+        log_to_training_run(args.model_dir, {"test/f1_macro": 0.5}, tmp_path, "evaluate@ce")
+    assert not gone.parent.exists()  # no empty store created in its place
+    gone.parent.mkdir()
+    MlflowClient(f"sqlite:///{gone}").create_experiment("x")
+    with pytest.raises(ConfigError, match=r"cannot log to MLflow run abc in sqlite:///.*dvc repro --force train@ce"):
+        log_to_training_run(args.model_dir, {"test/f1_macro": 0.5}, tmp_path, "evaluate@ce")
+
+
+# --- dvc.yaml: each stage lists the code it imports and the params it reads ----------------------
+
+def stage_code(module: str, params: dict) -> set[str]:
+    """The files of ``module`` and of every losslab module it imports, directly or not (also inside functions,
+    not under TYPE_CHECKING), plus those named by a ``_target_: losslab.…`` in the params it reads; package
+    ``__init__.py`` files count when they hold code (``losslab/__init__.py`` sets OMP_WAIT_POLICY)."""
+    import ast
+
+    import grimp
+
+    graph = grimp.build_graph("losslab", exclude_type_checking_imports=True)
+    modules = {module} | graph.find_upstream_modules(module)
+    targets = [v for v in _values(params) if isinstance(v, str) and v.startswith("losslab.")]
+    for target in targets:  # a class or function: its module is the longest prefix that is one
+        parts = target.split(".")
+        modules |= {next(".".join(parts[:n]) for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in graph.modules)}
+    files = set()
+    for name in list(modules):
+        path = ROOT / "src" / Path(*name.split("."))
+        files.add(path / "__init__.py" if path.is_dir() else path.with_suffix(".py"))
+        for depth in range(1, name.count(".") + 1):
+            package = ROOT / "src" / Path(*name.split(".")[:depth]) / "__init__.py"
+            body = ast.parse(package.read_text()).body
+            if any(not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)) for node in body):
+                files.add(package)
+    return {str(f.relative_to(ROOT)) for f in files}
+
+
+def _values(node: object) -> list:
+    if isinstance(node, dict):
+        return [v for value in node.values() for v in _values(value)]
+    if isinstance(node, list):
+        return [v for value in node for v in _values(value)]
+    return [node]
+
+
+def stage_params(stage: dict, item: str, params: dict) -> dict:
+    """The part of ``params`` a stage declares (``losses.${item.loss}`` for loss ``item``)."""
+    picked = {}
+    for key in stage.get("params", []):
+        value = params
+        for part in key.replace("${item.loss}", item).split("."):
+            value = value[part]
+        picked[key] = value
+    return picked
+
+
+def test_every_stage_lists_exactly_the_code_it_imports(tmp_path):
+    params = composed(tmp_path)  # what conf/ composes to (params.yaml may lag until `make params`)
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert {"prepare", "featurize", "train", "evaluate", "compare"} == set(stages)
+    for name, stage in stages.items():
+        module = re.search(r"python -m (losslab\.pipeline\.\w+)", stage["cmd"]).group(1)
+        listed = {d for d in stage["deps"] if d.startswith("src/")}
+        expected = stage_code(module, stage_params(stage, "ce", params))
+        assert listed == expected, (f"dvc.yaml stage {name}: add {sorted(expected - listed)} to its deps, "
+                                    f"remove {sorted(listed - expected)}")
+
+
+def test_every_params_key_is_read_by_a_stage(tmp_path):
+    """A key of params.yaml no stage lists would change nothing in `dvc repro`, however it is set."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    params = composed(tmp_path)  # what conf/ composes to (params.yaml may lag until `make params`)
+    listed = {key.split(".")[0] for stage in stages.values() for key in stage.get("params", [])}
+    ignored = {"resume"}  # `python -m losslab.train resume=<id>` only; the stages never resume
+    unread = set(params) - listed - ignored
+    for stage in stages.values():
+        for key in stage.get("params", []):
+            stage_params({"params": [key]}, "ce", params)  # every listed key exists (else dvc repro stops)
+    assert not unread, f"params.yaml keys {sorted(unread)} are read by no stage: list them in dvc.yaml where read"
+    evaluate = stages["evaluate"]["params"]
+    assert evaluate == ["data.eval_batch_size", "losses.${item.loss}"]  # no training setting: no retraining
 
 
 # --- the real pipeline: dvc repro / dvc exp run in a temporary copy -------------------------
@@ -224,10 +328,22 @@ def test_dvc_pipeline_end_to_end(tmp_path):
         assert r.info.status == "FINISHED" and r.info.run_name == f"{r.data.tags['loss']}-s0"
         assert r.data.tags["dvc_data_md5"] == features_md5 and r.data.tags["dataset"] == "tiny"
         assert "test/f1_macro" in r.data.metrics and not any(p.startswith("losses.") for p in r.data.params)
+    trained = json.loads((repo / "metrics" / "train" / "ce.json").read_text())
+    assert trained["epochs"] == 2 and 0 <= trained["best_epoch"] <= 1 and 0 < trained["best_val/f1_macro"] <= 1
     ce = json.loads((repo / "metrics" / "test" / "ce.json").read_text())
-    assert ce["epochs"] == 2 and 0 <= ce["best_epoch"] <= 1 and ce["test/accuracy"] > 0.7
+    assert ce["test/accuracy"] > 0.7 and {"test/f1_macro", "test/auroc", "test/ece", "test/nll", "test/loss",
+                                          "test/f1_calm", "test/f1_aggressive"} == set(ce) - {"test/accuracy"}
+    # evaluate@ce scores the bundle as the training's own test loop did, and logs to that training's run
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     ce_run = next(r for r in runs if r.data.tags["loss"] == "ce")
-    assert ce["test/f1_macro"] == pytest.approx(ce_run.data.metrics["test/f1_macro"], abs=1e-6)
+    assert json.loads((repo / "artifacts" / "models" / "ce" / "mlflow_run.json").read_text())["run_id"] == \
+        ce_run.info.run_id and ce_run.data.tags["dvc_evaluate_stage"] == "evaluate@ce"
+    for key, value in ce.items():
+        history = [m.value for m in client.get_metric_history(ce_run.info.run_id, key)]
+        assert len(history) == 2 and history == pytest.approx([value, value], abs=1e-5), key  # training, evaluate
+    assert {"evaluation/confusion_matrix.png", "evaluation/test_predictions.csv"} <= {
+        a.path for a in client.list_artifacts(ce_run.info.run_id, "evaluation")}
+    assert (repo / "artifacts" / "evaluation" / "ce" / "classification_report.json").is_file()
     with (repo / "metrics" / "curves" / "ce.csv").open() as fh:
         curves = list(csv.DictReader(fh))
     assert [c["epoch"] for c in curves] == ["0", "1"] and {"train/loss", "val/loss", "val/f1_macro"} <= set(curves[0])
@@ -246,7 +362,8 @@ def test_dvc_pipeline_end_to_end(tmp_path):
     assert len(mlflow_runs(repo)) == 2
     shown = json.loads(run(repo, sys.executable, "-m", "dvc", "metrics", "show", "--json").stdout)
     files = next(iter(shown.values()))["data"]
-    assert {"metrics/test/ce.json", "metrics/test/kl.json", "metrics/summary.json", "metrics/data.json"} <= set(files)
+    assert {"metrics/test/ce.json", "metrics/test/kl.json", "metrics/train/ce.json", "metrics/summary.json",
+            "metrics/data.json"} <= set(files)
     run(repo, sys.executable, "-m", "dvc", "plots", "show", "-o", str(tmp_path / "plots"))
     html = (tmp_path / "plots" / "index.html").read_text()
     assert "metrics/curves/ce.csv" in html and "artifacts/predictions/kl.csv" in html
@@ -264,26 +381,41 @@ def test_dvc_pipeline_end_to_end(tmp_path):
 
     mlp = (repo / "conf" / "model" / "mlp.yaml", "dropout: 0.5", "dropout: 0.3")
     assert changed_by(edit=mlp) == {"train@ce", "train@kl"}  # a conf/ edit, through `make params`
-    assert changed_by("losses.kl.smoothing=0.1") == {"train@kl", "compare"}  # compare shows settings
+    assert changed_by("losses.kl.smoothing=0.1") == {"train@kl", "evaluate@kl", "compare"}  # compare shows settings
     assert changed_by("features.word.min_df=2") == {"featurize"}
     assert changed_by("loss=kl") == {"compare"}  # the reference loss of the comparison table
+    assert changed_by("data.eval_batch_size=7") == {"train@ce", "train@kl", "evaluate@ce", "evaluate@kl"}
+
+    # 3b. an evaluation-only change (code only evaluate@ imports) rescores the models, never retrains them
+    evaluate_code = repo / "src" / "losslab" / "pipeline" / "evaluate.py"
+    evaluate_code.write_text(evaluate_code.read_text() + "\n# an evaluation-only edit\n")
+    models_before = {p: p.read_bytes() for p in (repo / "artifacts" / "models").rglob("*") if p.is_file()}
+    assert dvc(repo, "repro") == {"evaluate@ce", "evaluate@kl"}  # same metrics: compare is skipped
+    assert len(mlflow_runs(repo)) == 2
+    assert {p: p.read_bytes() for p in models_before} == models_before
+    assert len(client.get_metric_history(ce_run.info.run_id, "test/f1_macro")) == 3  # the run has the new scores
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-qm", "evaluation-only edit")
 
     # 4. dvc exp run -S composes conf/ + overrides into params.yaml; a model change reruns the
     #    train stages and what follows, never prepare/featurize
-    assert dvc(repo, "exp", "run", "-S", "loss=kl", "-S", "model.hidden=8") == {"train@ce", "train@kl", "compare"}
+    assert dvc(repo, "exp", "run", "-S", "loss=kl", "-S", "model.hidden=8") == {"train@ce", "train@kl", "evaluate@ce",
+                                                                                "evaluate@kl", "compare"}
     params = read_params(repo)
-    assert params["loss"] == {"name": "kl", "smoothing": 0.0} and params["model"]["hidden"] == 8
+    assert params["loss"]["name"] == "kl" and params["loss"] == params["losses"]["kl"]
+    assert params["model"]["hidden"] == 8
     assert params["tracking"]["run_name"] == "kl-s0" and params["losses"] == read_params(repo)["losses"]
     assert json.loads((repo / "metrics" / "summary.json").read_text())["reference"]["loss"] == "kl"
     assert len(mlflow_runs(repo)) == 4
 
     # 5. a --temp experiment runs in a copy under .dvc/tmp/exps; its run lands in the same store
     ran = dvc(repo, "exp", "run", "--temp", "-S", "model.hidden=8", "-S", "losses.kl.smoothing=0.3")
-    assert "train@kl" in ran and "featurize" not in ran
+    assert {"train@kl", "evaluate@kl"} <= ran and "featurize" not in ran
     runs = mlflow_runs(repo)
     assert len(runs) == 4 + len(ran & {"train@ce", "train@kl"})
     smoothed = [r for r in runs if r.data.params.get("loss.smoothing") == "0.3"]
     assert len(smoothed) == 1 and smoothed[0].data.tags.get("dvc_exp_name")
+    assert smoothed[0].data.tags.get("dvc_evaluate_stage") == "evaluate@kl"  # logged from the copy, same store
     assert all(r.info.status == "FINISHED" and r.data.tags["dvc_stage"].startswith("train@") for r in runs)
     assert not list((repo / ".dvc").rglob("mlflow.db"))
     assert read_params(repo)["losses"]["kl"]["smoothing"] == 0.0  # a temp run leaves the workspace alone

@@ -1,4 +1,4 @@
-"""DVC pipeline stages (``dvc.yaml``): prepare → featurize → train@<loss> → compare.
+"""DVC pipeline stages (``dvc.yaml``): prepare → featurize → train@<loss> → evaluate@<loss> → compare.
 
 Every stage reads its settings from ``params.yaml`` (composed from ``conf/`` by
 ``losslab.pipeline.params`` or by ``dvc exp run``), never from ``conf/`` itself, so

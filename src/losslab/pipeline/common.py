@@ -12,6 +12,8 @@ from losslab.paths import ROOT_ENV, project_root
 
 PARAMS_FILE = "params.yaml"
 LOCK_FILE = "dvc.lock"
+BUNDLE_DIR = "model"  # artifacts/models/<loss>/model: the model bundle (losslab.serving.bundle), from train@<loss>
+RUN_FILE = "mlflow_run.json"  # artifacts/models/<loss>/mlflow_run.json: the MLflow run that trained it
 
 
 def dvc_root() -> Path:

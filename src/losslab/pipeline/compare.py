@@ -1,8 +1,12 @@
 """Stage ``compare``: one table of every loss's test metrics.
 
-    python -m losslab.pipeline.compare --metrics-dir metrics/test --curves-dir metrics/curves \
-        --data metrics/data.json --summary metrics/summary.json --report reports/losses.md \
-        --plot reports/val_f1_macro.png
+    python -m losslab.pipeline.compare --metrics-dir metrics/test --train-metrics-dir metrics/train \
+        --curves-dir metrics/curves --data metrics/data.json --summary metrics/summary.json \
+        --report reports/losses.md --plot reports/val_f1_macro.png
+
+Per loss it reads the test metrics of ``evaluate@<loss>`` (``metrics/test/<loss>.json``) and the
+validation results of ``train@<loss>`` (``metrics/train/<loss>.json``: best validation macro-F1,
+its epoch).
 
 Reads from ``params.yaml`` the loss keys (``losses``) and ``loss.name``, the reference loss
 every other one is compared with (default ``ce``; ``dvc exp run -S loss=kl`` changes it).
@@ -32,13 +36,19 @@ def loss_settings(loss_cfg: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in items.items()) or "—"
 
 
-def collect(params: Any, metrics_dir: Path) -> dict[str, dict[str, float]]:
+def collect(params: Any, metrics_dir: Path, train_metrics_dir: Path | None = None) -> dict[str, dict[str, float]]:
+    """Per loss: its test metrics (evaluate@<loss>) and, from ``train_metrics_dir``, its validation results."""
     results = {}
     for key in params.losses:
-        path = metrics_dir / f"{key}.json"
-        if not path.is_file():
-            raise DataError(f"{path}: missing; stage train@{key} has not run (run `dvc repro`).")
-        results[str(key)] = read_json(path)
+        result: dict[str, float] = {}
+        for folder, stage in ((metrics_dir, "evaluate"), (train_metrics_dir, "train")):
+            if folder is None:
+                continue
+            path = folder / f"{key}.json"
+            if not path.is_file():
+                raise DataError(f"{path}: missing; stage {stage}@{key} has not run (run `dvc repro`).")
+            result |= read_json(path)
+        results[str(key)] = result
     return results
 
 
@@ -117,8 +127,9 @@ def report_markdown(params: Any, results: dict[str, dict[str, float]], summary: 
         if reference:
             cells.append(f"{row['delta_f1_macro']:+.4f}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Ranked by the best validation macro-F1 (`{RANK_BY}`); every other column is the test split "
-              "(`metrics/test/<loss>.json`), which is only reported, never used to choose.",
+    lines += ["", f"Ranked by the best validation macro-F1 (`{RANK_BY}`, train@<loss>: `metrics/train/<loss>.json`); "
+              "every other column is the test split (evaluate@<loss>: `metrics/test/<loss>.json`), which is only "
+              "reported, never used to choose.",
               f"Reference loss: `{reference}` (`loss.name` in params.yaml; `dvc exp run -S loss=<name>` changes it)."
               if reference else "The reference loss (`loss.name`) is not among the trained losses.", ""]
     note, _ = kl_ce_note(params, results)
@@ -177,7 +188,7 @@ def plot_curves(curves_dir: Path, keys: list[str], out: Path, metric: str = "val
 
 
 def compare(params: Any, args: argparse.Namespace) -> dict[str, Any]:
-    results = collect(params, args.metrics_dir)
+    results = collect(params, args.metrics_dir, args.train_metrics_dir)
     summary = summarize(params, results)
     write_json(args.summary, summary)
     plot = plot_curves(args.curves_dir, list(results), args.plot) if args.plot else None
@@ -191,7 +202,9 @@ def compare(params: Any, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="DVC stage compare: one table of all losses.")
     parser.add_argument("--params", default=PARAMS_FILE)
-    parser.add_argument("--metrics-dir", type=Path, default=Path("metrics/test"))
+    parser.add_argument("--metrics-dir", type=Path, default=Path("metrics/test"), help="evaluate@<loss>'s metrics")
+    parser.add_argument("--train-metrics-dir", type=Path, default=Path("metrics/train"),
+                        help="train@<loss>'s validation results")
     parser.add_argument("--curves-dir", type=Path, default=Path("metrics/curves"))
     parser.add_argument("--data", type=Path, default=Path("metrics/data.json"))
     parser.add_argument("--summary", type=Path, default=Path("metrics/summary.json"))

@@ -1,13 +1,17 @@
 """Stage ``train@<loss>``: one training per entry of ``losses`` in ``params.yaml``.
 
     python -m losslab.pipeline.train --loss ce --features artifacts/features --model-dir artifacts/models/ce \
-        --metrics metrics/test/ce.json --curves metrics/curves/ce.csv --predictions artifacts/predictions/ce.csv
+        --metrics metrics/train/ce.json --curves metrics/curves/ce.csv
 
 The config is ``params.yaml`` with ``loss`` replaced by ``losses.<loss>`` (never a fresh
 composition of ``conf/``, which would ignore ``dvc exp run -S``). The training is the core's
 ``losslab.training.train.train`` on the featurized splits, so it is a complete MLflow run, tagged in
 addition with ``dvc_stage`` and ``dvc_data_md5`` (the md5 of the features this model was
 trained on, as ``dvc.lock`` records it), in the store at the DVC project root.
+
+Writes the model bundle and ``mlflow_run.json`` (the run's id and store, for ``evaluate@<loss>``)
+into ``--model-dir``, the per-epoch curves and the validation results (best validation macro-F1,
+its epoch, epochs run). Scoring the test split is the next stage's job (``losslab.pipeline.evaluate``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from losslab.errors import ConfigError, friendly_exit
-from losslab.pipeline.common import LOCK_FILE, PARAMS_FILE, anchor_project_root, load_params, lock_out_md5, write_json
+from losslab.pipeline.common import (BUNDLE_DIR, LOCK_FILE, PARAMS_FILE, RUN_FILE, anchor_project_root, load_params,
+                                     lock_out_md5, write_json)
 
 FEATURIZE_STAGE = "featurize"
 CURVE_PREFIXES = ("train/", "val/")
@@ -75,16 +80,6 @@ def write_curves(path: Path, run_id: str, uri: str) -> int:
     return len(rows)
 
 
-def write_predictions(evaluation: Path, class_names: list[str], path: Path) -> None:
-    """``actual,predicted`` class names per test row: the data of the confusion-matrix plot."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with (evaluation / "test_predictions.csv").open(newline="") as src, path.open("w", newline="") as dst:
-        writer = csv.writer(dst)
-        writer.writerow(["actual", "predicted"])
-        for row in csv.DictReader(src):
-            writer.writerow([class_names[int(row["label"])], class_names[int(row["predicted"])]])
-
-
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.6g}"
 
@@ -100,21 +95,16 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
     features = FeatureSet.load(args.features)
     with tempfile.TemporaryDirectory(prefix=f"losslab-train-{args.loss}-") as tmp:
         result = train(cfg, tmp, features=features)
-        produced = Path(tmp) / "artifacts"
         if args.model_dir.exists():
             shutil.rmtree(args.model_dir)
         args.model_dir.mkdir(parents=True)
-        for part in ("model", "evaluation"):
-            shutil.copytree(produced / part, args.model_dir / part)
-    write_json(args.model_dir / "mlflow_run.json", {"run_id": result.run_id, "tracking_uri": result.tracking_uri,
-                                                    "dvc_stage": cfg.tracking.tags.dvc_stage})
-    write_predictions(args.model_dir / "evaluation", features.class_names, args.predictions)
+        shutil.copytree(Path(tmp) / "artifacts" / "model", args.model_dir / BUNDLE_DIR)
+    write_json(args.model_dir / RUN_FILE, {"run_id": result.run_id, "tracking_uri": result.tracking_uri,
+                                           "dvc_stage": cfg.tracking.tags.dvc_stage})
     epochs = write_curves(args.curves, result.run_id, result.tracking_uri)
     best_epoch = MlflowClient(result.tracking_uri).get_run(result.run_id).data.tags.get("best_epoch", "")
-    metrics = {k: round(v, 6) for k, v in sorted(result.test_metrics.items())}
-    metrics["best_val/f1_macro"] = round(result.best_val_f1_macro, 6)
-    metrics["best_epoch"] = int(best_epoch) if best_epoch.isdigit() else -1
-    metrics["epochs"] = epochs
+    metrics = {"best_val/f1_macro": round(result.best_val_f1_macro, 6),
+               "best_epoch": int(best_epoch) if best_epoch.isdigit() else -1, "epochs": epochs}
     write_json(args.metrics, metrics)
     return metrics
 
@@ -125,11 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss", required=True, help="a key of `losses` in params.yaml")
     parser.add_argument("--params", default=PARAMS_FILE)
     parser.add_argument("--features", type=Path, default=Path("artifacts/features"))
-    parser.add_argument("--model-dir", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, required=True)
-    parser.add_argument("--curves", type=Path, required=True)
-    parser.add_argument("--predictions", type=Path, required=True)
-    run_stage(parser.parse_args(argv))
+    parser.add_argument("--model-dir", type=Path, required=True, help="the model bundle + mlflow_run.json go here")
+    parser.add_argument("--metrics", type=Path, required=True, help="validation results (JSON)")
+    parser.add_argument("--curves", type=Path, required=True, help="per-epoch train/val metrics (CSV)")
+    args = parser.parse_args(argv)
+    metrics = run_stage(args)
+    print(f"train@{args.loss}: best val macro-F1 {metrics['best_val/f1_macro']:.4f} at epoch {metrics['best_epoch']} "
+          f"-> {args.model_dir}")
     return 0
 
 
