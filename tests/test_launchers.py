@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -85,4 +86,5 @@ def test_submitit_local_runs_a_two_job_sweep_as_separate_processes(tmp_path):
     assert len(jobs) == 2, "one submitit job (its own process, its own folder) per training"
     for job in jobs:
         assert (job / f"{job.name}_0_result.pkl").is_file()
-        assert "epoch" in (job / f"{job.name}_0_log.err").read_text()
+        log = (job / f"{job.name}_0_log.out").read_text() + (job / f"{job.name}_0_log.err").read_text()
+        assert re.search(r"\[[12]/2\] (ce|mse) ", log), log[-2000:]  # the job's own progress line

@@ -52,7 +52,7 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
 
     from losslab.data.featureset import build_feature_set
     from losslab.tracking import runs, store
-    from losslab.training import record
+    from losslab.training import preemption, record
     from losslab.training.build import build_parts, check_config, make_trainer
 
     timings = {"imports": time.perf_counter() - started}
@@ -78,19 +78,23 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
         run_id = run.info.run_id
         if not resume_run_id:
             record.log_run_inputs(cfg, fs, output_dir)
-        trainer, stopper = make_trainer(cfg, output_dir, run_id, uri, show_epochs=talk)
-        mlflow.set_tags(runs.device_tags(trainer.strategy.root_device))
+        trainer, stopper = make_trainer(cfg, output_dir, run_id, uri, show_epochs=talk, parts=parts)
+        mlflow.set_tags(runs.device_tags(trainer.strategy.root_device) | runs.slurm_tags())
 
         interrupted_ckpt = output_dir / "checkpoints" / "interrupted.ckpt"
         start = time.perf_counter()
         trainer.fit(parts.module, parts.train, parts.val, ckpt_path=str(interrupted_ckpt) if resume_run_id else None)
         fit_seconds = time.perf_counter() - start
+        if trainer.world_size > 1:  # DDP: each rank saw its own share of every epoch (ShardAcrossRanks)
+            mlflow.log_params({"ddp.world_size": trainer.world_size,
+                               "ddp.samples_per_rank": parts.train.samples_per_epoch})
         if stopper.signal_name:
             trainer.save_checkpoint(interrupted_ckpt)
             mlflow.set_tags({"completed_epochs": str(trainer.current_epoch), "checkpoint": str(interrupted_ckpt)})
+            preemption.remember(output_dir, run_id)  # inside a SLURM job: the requeued job resumes this run
             raise TrainingInterrupted(f"{stopper.signal_name} after epoch {trainer.current_epoch - 1}; checkpoint "
                                       f"{interrupted_ckpt}. Resume with: python -m losslab.train resume={run_id}",
-                                      run_id)
+                                      run_id, stopper.signal_name)
         mark = time.perf_counter()
         trainer.test(parts.module, parts.test, ckpt_path="best", verbose=False)
         timings |= {"fit": fit_seconds, "test": time.perf_counter() - mark}
@@ -101,7 +105,8 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
         mlflow.log_metrics({"fit_seconds": fit_seconds, "best_val/f1_macro": best_val,
                             "train_samples_per_second": len(fs.y["train"]) * epochs_run / max(fit_seconds, 1e-9)})
         mlflow.set_tag("best_epoch", _epoch_of(checkpoint))
-        record.log_artifacts(cfg, fs, parts, output_dir / "artifacts")
+        if runs.process_rank() == 0:  # DDP ranks > 0 hold the same gathered predictions: one writer
+            record.log_artifacts(cfg, fs, parts, output_dir / "artifacts")
         timings["logging"] = time.perf_counter() - started - sum(timings.values())  # store, params, artifacts
         mlflow.log_metrics({f"time/{k}_seconds": v for k, v in timings.items()})
 
@@ -119,6 +124,9 @@ def quiet_third_party() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     # Lightning 2.6's CombinedLoader builds torch's LeafSpec, deprecated in torch 2.13 (not our code).
     ignore_warning(r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+    # Lightning's hint on any host where SLURM is installed but this process was not started by srun
+    # (a local run or a local sweep); jobs sent to SLURM (LAUNCHER=slurm) run under it anyway.
+    ignore_warning(r"The `srun` command is available on your system but is not used")
 
 
 _HEAP_FROZEN = False
@@ -163,12 +171,31 @@ def resume(run_id: str, cfg: DictConfig | None = None) -> TrainResult:
 @hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")
 @friendly_exit
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns the best validation macro-F1 (what a sweeper maximises)."""
+    """Hydra entry point; returns the best validation macro-F1 (what a sweeper maximises).
+
+    In a SLURM job that was signalled (preemption, time limit): the job requeues itself and exits
+    without a result; when it restarts, it resumes the same run (``losslab.training.preemption``).
+    """
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from losslab.training import preemption
 
     if cfg.get("resume"):
         return resume(str(cfg.resume), cfg).best_val_f1_macro
-    return train(cfg, HydraConfig.get().runtime.output_dir).best_val_f1_macro
+    hydra_cfg = HydraConfig.get()
+    output_dir = hydra_cfg.runtime.output_dir
+    try:
+        requeued = preemption.requeued_run(output_dir)
+        result = resume(requeued, cfg) if requeued else train(cfg, output_dir)
+    except TrainingInterrupted as exc:
+        if preemption.request_requeue(exc.signal_name, OmegaConf.select(hydra_cfg, "launcher.max_num_timeout")):
+            raise SystemExit(REQUEUED_EXIT) from None  # no result file: the submitter waits for the requeued job
+        raise
+    return result.best_val_f1_macro
+
+
+REQUEUED_EXIT = 3
 
 
 if __name__ == "__main__":
