@@ -79,7 +79,8 @@ def test_mlflow_ui_lists_every_loss_and_shows_the_report(mlflow_ui, tmp_path):
 
     experiment_id = api(mlflow_ui, f"/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXPERIMENT}"
                         )["experiment"]["experiment_id"]
-    runs = api(mlflow_ui, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id], "max_results": 100})["runs"]
+    query = {"experiment_ids": [experiment_id], "max_results": 100}
+    runs = api(mlflow_ui, "/api/2.0/mlflow/runs/search", query)["runs"]
     parent = next(r for r in runs if {"key": "sweep_role", "value": "parent"} in r["data"]["tags"])
     children = sorted(f"{loss}-s{seed}" for loss in LOSSES for seed in SEEDS)
 

@@ -89,7 +89,8 @@ def test_cli_trains_three_classes_then_predicts_from_the_run(tmp_path):
     train_file = write_table(tmp_path / "train.jsonl", synthetic_rows(150, labels), "jsonl", "tweet", "tag")
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     done = cli("-m", "losslab.training.train", "data=custom", f"data.train_path={train_file}", "data.text_column=tweet",
-               "data.label_column=tag", "features.word.min_df=1", "model.hidden=16", "optimizer.lr=0.01", "trainer.max_epochs=3",
+               "data.label_column=tag", "features.word.min_df=1", "model.hidden=16", "optimizer.lr=0.01",
+               "trainer.max_epochs=3",
                "loss=kl", "seed=3", f"hydra.run.dir={tmp_path / 'run'}", env_extra={"MLFLOW_TRACKING_URI": store})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "test/f1_sad" in done.stdout
@@ -97,7 +98,8 @@ def test_cli_trains_three_classes_then_predicts_from_the_run(tmp_path):
     run = MlflowClient(store).get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "kl-s3"
 
-    predicted = cli("-m", "losslab.serving.predict", "--run", run_id, "--tracking-uri", store, "--text", "triste llorar solo")
+    predicted = cli("-m", "losslab.serving.predict", "--run", run_id, "--tracking-uri", store,
+                    "--text", "triste llorar solo")
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     answer = json.loads(predicted.stdout.strip().splitlines()[-1])
     assert answer["class"] == "sad" and set(answer["probabilities"]) == set(labels)
@@ -108,7 +110,8 @@ def test_bad_input_is_one_clear_message_and_no_run(tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     bad = tmp_path / "bad.csv"
     bad.write_text("tweet,label\nhola,0\n", encoding="utf-8")
-    done = cli("-m", "losslab.training.train", "data=custom", f"data.train_path={bad}", f"hydra.run.dir={tmp_path / 'run'}",
+    done = cli("-m", "losslab.training.train", "data=custom", f"data.train_path={bad}",
+               f"hydra.run.dir={tmp_path / 'run'}",
                env_extra={"MLFLOW_TRACKING_URI": store})
     assert done.returncode == 2
     assert "no column 'text' (data.text_column)" in done.stderr and "Traceback" not in done.stderr

@@ -34,7 +34,8 @@ def postgres_bin_dir(configured: str | None = None) -> Path:
         if (path / "initdb").is_file() and (path / "pg_ctl").is_file():
             return path
     raise ConfigError("PostgreSQL is not installed (no initdb/pg_ctl in /usr/lib/postgresql/*/bin or on PATH). "
-                      "Run `make postgres-deps` (apt-get install postgresql) or set postgres.bin_dir in conf/server.yaml.")
+                      "Run `make postgres-deps` (apt-get install postgresql) "
+                      "or set postgres.bin_dir in conf/server.yaml.")
 
 
 class DbUser:
@@ -75,7 +76,8 @@ class DbUser:
 def checked(result: subprocess.CompletedProcess, what: str, log: Path | None = None) -> None:
     if result.returncode != 0:
         tail = log.read_text(errors="replace")[-2000:] if log and log.is_file() else ""
-        raise LosslabError(f"{what} failed (exit {result.returncode}): {(result.stderr or result.stdout).strip()[-2000:]}"
+        output = (result.stderr or result.stdout).strip()[-2000:]
+        raise LosslabError(f"{what} failed (exit {result.returncode}): {output}"
                            + (f"\n--- {log} ---\n{tail}" if tail else ""))
 
 

@@ -74,6 +74,7 @@ def print_data_notes(stats: dict[str, int]) -> None:
     notes = [f"{stats[k]} empty text(s) dropped from the {k.split('_')[0]} file" for k in
              ("train_empty_dropped", "test_empty_dropped") if stats.get(k)]
     if stats.get("train_duplicates"):
-        notes.append(f"{stats['train_duplicates']} duplicated text(s) in the training file (kept; see dataset.* params)")
+        notes.append(f"{stats['train_duplicates']} duplicated text(s) in the training file "
+                     "(kept; see dataset.* params)")
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
