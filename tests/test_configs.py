@@ -105,7 +105,8 @@ def test_sweep_callbacks_instantiate(compose):
 
 
 def test_a_loss_name_without_a_file_is_one_clear_error(compose):
-    with pytest.raises(ConfigError, match=r"^unknown loss 'hinge' \(loss.name\); valid losses: bce, ce, ce_smooth"):
+    with pytest.raises(ConfigError,
+                       match=r"^unknown loss 'hinge' \(loss.name\); valid losses: bce, bce_probs, ce, ce_smooth"):
         build_loss(OmegaConf.create({"name": "hinge", "_target_": "losslab.model.losses.CrossEntropy"}), [1, 1])
 
 
@@ -120,7 +121,8 @@ def test_unknown_loss_on_the_command_line(tiny_binary, tmp_path):
     named = cli("loss.name=hinge")
     assert named.returncode == 2, named.stderr[-2000:]
     (line,) = [x for x in named.stderr.splitlines() if x.startswith("error:")]
-    assert "unknown loss 'hinge'" in line and "ce, ce_smooth, ce_weighted, focal, kl, mse" in line
+    assert "unknown loss 'hinge'" in line
+    assert "ce, ce_smooth, ce_weighted, focal, gce, kl, kl_probs, mae, mse, mse_lecture, sce" in line
     assert "Traceback" not in named.stderr
     grouped = cli("loss=hinge")
     assert grouped.returncode != 0 and "Could not find 'loss/hinge'" in grouped.stderr

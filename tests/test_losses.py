@@ -117,6 +117,80 @@ def test_focal_down_weights_easy_examples(gamma):
     assert make("focal", gamma=gamma)(LOGITS, Y).item() == pytest.approx(expected, rel=1e-6)
 
 
+def test_mse_lecture_is_the_slides_half_sum_over_rows():
+    p = softmax_rows()
+    total = sum((p[i][c] - float(c == int(Y[i]))) ** 2 for i in range(N) for c in range(C))
+    assert make("mse_lecture")(LOGITS, Y).item() == pytest.approx(total / (2 * N), rel=1e-6)
+    assert make("mse_lecture")(LOGITS, Y).item() == pytest.approx(make("mse")(LOGITS, Y).item() * C / 2, rel=1e-6)
+
+
+def test_bce_probs_is_bce_loss_on_sigmoids():
+    total = 0.0
+    for i, row in enumerate(LOGITS.tolist()):
+        for c, z in enumerate(row):
+            s, t = 1 / (1 + math.exp(-z)), float(c == int(Y[i]))
+            total -= t * math.log(s) + (1 - t) * math.log(1 - s)
+    assert make("bce_probs")(LOGITS, Y).item() == pytest.approx(total / (N * C), rel=1e-5)
+    assert make("bce_probs").activation == "sigmoid"
+
+
+def test_bce_probs_saturates_where_bce_keeps_its_gradient():
+    """A confidently wrong row (true class 1): sigmoid(30) is exactly 1.0 in float32, BCELoss clamps log 0 at
+    -100 (loss 100 for that class) and passes no gradient to that logit; the true logit's gradient shrinks."""
+    wrong, y = torch.tensor([[30.0, -30.0]]), torch.tensor([1])
+    grads = {}
+    for name in ("bce_probs", "bce"):
+        z = wrong.clone().requires_grad_()
+        value = make(name)(z, y)
+        value.backward()
+        grads[name] = (value.item(), z.grad[0].tolist())
+    (probs_value, probs_grad), (bce_value, bce_grad) = grads["bce_probs"], grads["bce"]
+    assert probs_value == pytest.approx((100 + 30) / 2, rel=1e-4) and bce_value == pytest.approx(30.0, rel=1e-4)
+    assert probs_grad[0] == 0.0 and bce_grad[0] == pytest.approx(0.5, rel=1e-4)
+    assert abs(probs_grad[1]) < 0.1 * abs(bce_grad[1]) and bce_grad[1] == pytest.approx(-0.5, rel=1e-4)
+
+
+def test_kl_probs_optimises_minus_mean_true_probability():
+    p = softmax_rows()
+    expected = -sum(p[i][int(Y[i])] for i in range(N)) / N
+    assert make("kl_probs")(LOGITS, Y).item() == pytest.approx(expected, rel=1e-6)
+    assert make("kl_probs")(LOGITS, Y).item() == pytest.approx(make("mae")(LOGITS, Y).item() / 2 - 1, rel=1e-6)
+
+
+def test_mae_is_l1_distance_of_softmax_to_one_hot():
+    p = softmax_rows()
+    expected = sum(abs(p[i][c] - float(c == int(Y[i]))) for i in range(N) for c in range(C)) / N
+    assert make("mae")(LOGITS, Y).item() == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(sum(2 * (1 - p[i][int(Y[i])]) for i in range(N)) / N)
+
+
+@pytest.mark.parametrize("q", [0.7, 0.3, 1.0])
+def test_gce_is_one_minus_p_true_to_the_q_over_q(q):
+    p = softmax_rows()
+    expected = sum((1 - p[i][int(Y[i])] ** q) / q for i in range(N)) / N
+    assert make("gce", q=q)(LOGITS, Y).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_gce_tends_to_ce_and_rejects_q_outside_0_1():
+    assert make("gce", q=1e-4)(LOGITS, Y).item() == pytest.approx(make("ce")(LOGITS, Y).item(), rel=1e-3)
+    for q in (0.0, 1.5):
+        with pytest.raises(ConfigError, match=r"loss 'gce'.*loss.q="):
+            make("gce", q=q)
+
+
+@pytest.mark.parametrize("alpha, beta, log_zero", [(0.1, 1.0, -4.0), (1.0, 0.5, -9.2)])
+def test_sce_is_alpha_ce_plus_beta_reverse_ce(alpha, beta, log_zero):
+    p = softmax_rows()
+    expected = 0.0
+    for i in range(N):
+        ce = -math.log(p[i][int(Y[i])])
+        # reverse CE: -sum_c p_c log t_c, with log 1 = 0 and log 0 := log_zero
+        rce = -sum(p[i][c] * (0.0 if c == int(Y[i]) else log_zero) for c in range(C))
+        expected += alpha * ce + beta * rce
+    value = make("sce", alpha=alpha, beta=beta, log_zero=log_zero)(LOGITS, Y).item()
+    assert value == pytest.approx(expected / N, rel=1e-6)
+
+
 def test_losses_stay_finite_on_extreme_logits():
     extreme = torch.tensor([[300.0, -300.0], [-300.0, 300.0]], requires_grad=True)
     y = torch.tensor([1, 1])

@@ -1,4 +1,5 @@
-"""The lecture's losses (and three common variants), one small class each, built from ``conf/loss/``.
+"""The lecture's losses, their pitfalls as the slides write them, common variants and losses robust to label
+noise, one small class each, built from ``conf/loss/``.
 
 Every loss takes raw logits ``(N, C)`` and class ids ``(N,)``; those that compare
 distributions build one-hot targets through ``losslab.model.targets``. ``probabilities`` is the
@@ -10,6 +11,10 @@ Conventions (what gets logged as ``train/loss``):
 - ``bce``: ``BCEWithLogitsLoss`` on one-hot targets = mean over N·C binary cross-entropies.
 - ``kl``: ``KLDivLoss(reduction="batchmean")``; with pure one-hot targets it equals ``ce``
   (the target entropy is 0), so the two train identically unless ``smoothing`` > 0.
+- ``mse_lecture``: the slide's 1/(2N)·Σ‖ŷ − y‖² exactly (= ``mse`` · C/2).
+- ``bce_probs`` / ``kl_probs``: the slides' pitfalls, kept on purpose (``nn.BCELoss`` on sigmoids saturates;
+  ``nn.KLDivLoss`` fed probabilities optimises −mean p(true class)).
+- ``mae`` / ``gce`` / ``sce``: bounded losses robust to label noise (Ghosh 2017, Zhang & Sabuncu 2018, Wang 2019).
 """
 
 from __future__ import annotations
@@ -94,6 +99,96 @@ class Focal(Loss):
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         log_pt = logits.log_softmax(dim=-1).gather(1, y[:, None]).squeeze(1)
         return (-(1.0 - log_pt.exp()).pow(self.gamma) * log_pt).mean()
+
+
+class LectureMSE(Loss):
+    """``mse_lecture``: the slide's ``MSE = 1/(2N) · Σ_i ‖ŷ_i − y_i‖²`` exactly, ŷ = softmax(z), y one-hot.
+
+    The squared errors are summed over the C classes and halved, then averaged over the N rows: the
+    value is ``mse`` (``nn.MSELoss``, mean over N·C) times C/2, and so are its gradients.
+    """
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        diff = logits.softmax(dim=-1) - one_hot(y, logits.shape[-1])
+        return diff.pow(2).sum() / (2 * logits.shape[0])
+
+
+class SigmoidBCE(Loss):
+    """``bce_probs``: ``nn.BCELoss`` on ``sigmoid(z)`` vs one-hot targets, as the slide writes it — a pitfall.
+
+    In float32 ``sigmoid(z)`` is exactly 1.0 from z ≈ 17 (and underflows to 0 far below): ``BCELoss``
+    clamps its logs at −100, so the loss sticks at 100 and the gradient through the sigmoid is exactly 0.
+    A row whose logits have drifted there stops learning, right or wrong. ``bce`` (with logits) is the
+    stable form of the same loss.
+    """
+
+    activation = "sigmoid"
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy(logits.sigmoid(), one_hot(y, logits.shape[-1]))
+
+
+class KLOnProbabilities(Loss):
+    """``kl_probs``: ``nn.KLDivLoss(reduction="batchmean")`` fed softmax *probabilities* where it expects
+    log-probabilities, as the slide's example does — a pitfall.
+
+    ``KLDivLoss(input, t)`` computes ``Σ_c t_c·(log t_c − input_c)``; with ``input = p`` and one-hot ``t``
+    each row gives ``−p_y``. So it optimises −mean p(true class): a bounded, linear-in-p loss (it equals
+    ``mae``/2 − 1), not the KL divergence. Its gradient on the true logit is ``−p_y(1 − p_y)``: it vanishes
+    for confidently wrong rows, where cross-entropy pushes hardest.
+    """
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.kl_div(logits.softmax(dim=-1), one_hot(y, logits.shape[-1]), reduction="batchmean")
+
+
+class MeanAbsoluteError(Loss):
+    """``mae``: ``Σ_c |softmax(z)_c − t_c|`` per row (= 2(1 − p_y)), mean over rows (Ghosh et al. 2017).
+
+    Symmetric (its sum over all possible labels is constant), hence tolerant of label noise; its
+    gradient ``2p_y(1 − p_y)`` is small for hard rows, so it learns slowly.
+    """
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (logits.softmax(dim=-1) - one_hot(y, logits.shape[-1])).abs().sum(dim=-1).mean()
+
+
+class GeneralizedCrossEntropy(Loss):
+    """``gce``: ``(1 − p_y^q) / q``, mean over rows (Zhang & Sabuncu 2018); q → 0 is ``ce``, q = 1 is ``mae``/2.
+
+    ``p_y^q`` is computed as ``exp(q · log_softmax)`` so it stays finite when ``p_y`` underflows.
+    """
+
+    def __init__(self, q: float = 0.7) -> None:
+        super().__init__()
+        if not 0.0 < float(q) <= 1.0:
+            raise ConfigError(f"loss.q={q} must be in (0, 1] (q -> 0 is ce, q = 1 is mae/2).")
+        self.q = float(q)
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        log_pt = logits.log_softmax(dim=-1).gather(1, y[:, None]).squeeze(1)
+        return ((1.0 - torch.exp(self.q * log_pt)) / self.q).mean()
+
+
+class SymmetricCrossEntropy(Loss):
+    """``sce``: ``α·CE + β·RCE`` (Wang et al. 2019), RCE = ``−Σ_c p_c · log t_c`` with ``log 0 := A``.
+
+    With one-hot ``t`` the reverse term is ``−A·(1 − p_y)`` (A = ``log_zero``, −4 in the paper): CE
+    fits, the bounded RCE resists noisy labels.
+    """
+
+    def __init__(self, alpha: float = 0.1, beta: float = 1.0, log_zero: float = -4.0) -> None:
+        super().__init__()
+        if float(alpha) < 0 or float(beta) < 0 or float(log_zero) >= 0:
+            raise ConfigError(f"loss.alpha={alpha} and loss.beta={beta} must be >= 0 and loss.log_zero={log_zero} "
+                              "< 0 (it stands for log 0).")
+        self.alpha, self.beta, self.log_zero = float(alpha), float(beta), float(log_zero)
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        log_p = logits.log_softmax(dim=-1)
+        log_pt = log_p.gather(1, y[:, None]).squeeze(1)
+        reverse = -self.log_zero * (1.0 - log_pt.exp())
+        return (self.alpha * -log_pt + self.beta * reverse).mean()
 
 
 def balanced_weights(class_counts: Sequence[int]) -> list[float]:
