@@ -40,14 +40,15 @@ def composed(tmp_path: Path, *overrides: str) -> dict:
 def test_pipeline_params_hold_every_loss_and_honour_overrides(tmp_path):
     params = composed(tmp_path)
     assert set(params["losses"]) == set(LOSSES)
-    assert params["losses"]["kl"] == {"name": "kl", "smoothing": 0.0}
+    kl = {"_target_": "losslab.model.losses.KLDivergence", "name": "kl", "smoothing": 0.0}  # conf/loss/kl.yaml
+    assert params["losses"]["kl"] == kl
     assert params["loss"]["name"] == "ce" and "hydra" not in params
 
     changed = composed(tmp_path, "loss=kl", "model.hidden=512", "losses.kl.smoothing=0.1")
-    assert changed["loss"] == {"name": "kl", "smoothing": 0.0} and changed["model"]["hidden"] == 512
+    assert changed["loss"] == kl and changed["model"]["hidden"] == 512
     assert changed["losses"]["kl"]["smoothing"] == 0.1 and changed["losses"]["ce"] == params["losses"]["ce"]
-    assert changed_keys(params, changed) == ["loss.name", "loss.smoothing", "losses.kl.smoothing", "model.hidden",
-                                             "tracking.run_name"]
+    assert changed_keys(params, changed) == ["loss._target_", "loss.name", "loss.smoothing", "losses.kl.smoothing",
+                                             "model.hidden", "tracking.run_name"]
 
 
 def test_committed_params_yaml_matches_conf(tmp_path):
