@@ -1,4 +1,5 @@
-"""Load a labelled text table (CSV, TSV, JSONL), validate it, encode labels, split by seed."""
+"""Load a labelled text table (CSV, TSV, JSONL), validate it, encode labels, split by seed; optional label noise
+on the training split only (``data.label_noise``)."""
 
 from __future__ import annotations
 
@@ -221,10 +222,51 @@ def load_dataset(cfg: Any, seed: int) -> Dataset:
 
     train_texts, val_texts, train_y, val_y = _stratified(train_test_split, texts, y, cfg.val_fraction, seed,
                                                          "data.val_fraction")
+    train_y, stats["flipped_labels"] = add_label_noise(
+        train_y, float(cfg.get("label_noise") or 0.0), str(cfg.get("label_noise_type") or "symmetric"), names, seed,
+        cfg.get("label_noise_from"), cfg.get("label_noise_to"))
     md5 = (dvc_md5(cfg.dvc_file) if cfg.get("dvc_file") else None) or file_md5(*files)
     stats.update(train=len(train_texts), val=len(val_texts), test=len(test_texts))
     return Dataset(Split(train_texts, train_y), Split(val_texts, val_y), Split(list(test_texts), test_y), names, md5,
                    stats)
+
+
+NOISE_TYPES = ("symmetric", "asymmetric")
+
+
+def add_label_noise(y: np.ndarray, rate: float, kind: str, class_names: Sequence[str], seed: int,
+                    source: str | None = None, target: str | None = None) -> tuple[np.ndarray, int]:
+    """A copy of the training labels ``y`` with ``round(rate · n)`` of them flipped, and that count.
+
+    ``symmetric``: n = every row; each chosen row gets another class, uniformly. ``asymmetric``:
+    n = the rows of class ``source`` (a class name); each chosen row becomes ``target``. Rows are
+    drawn without replacement from a generator seeded by ``seed`` alone (its own stream, so the
+    splits do not move): the same seed flips the same rows. Only the training split is passed here.
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise DataError(f"data.label_noise={rate} must be a share of the training labels, in [0, 1].")
+    if kind not in NOISE_TYPES:
+        raise DataError(f"data.label_noise_type={kind}: use one of {', '.join(NOISE_TYPES)}.")
+    noisy = np.array(y, copy=True)
+    if rate == 0.0:
+        return noisy, 0
+    rng = np.random.default_rng([int(seed), 0x4E4F495345])  # "NOISE": independent of the split's stream
+    names = list(class_names)
+    if kind == "symmetric":
+        rows = rng.choice(len(noisy), size=round(rate * len(noisy)), replace=False)
+        shift = rng.integers(1, len(names), size=len(rows))  # another class, uniformly: (c + k) mod C, k in 1..C-1
+        noisy[rows] = (noisy[rows] + shift) % len(names)
+        return noisy, int(len(rows))
+    missing = [f"data.label_noise_{role}={value}" for role, value in (("from", source), ("to", target))
+               if value is None or str(value) not in names]
+    if missing or str(source) == str(target):
+        problem = ", ".join(missing) if missing else f"data.label_noise_from and _to are both {source}"
+        raise DataError(f"asymmetric label noise: {problem}; the classes are {names}. Set data.label_noise_from "
+                        "and data.label_noise_to to two different class names.")
+    candidates = np.flatnonzero(noisy == names.index(str(source)))
+    rows = rng.choice(candidates, size=round(rate * len(candidates)), replace=False)
+    noisy[rows] = names.index(str(target))
+    return noisy, int(len(rows))
 
 
 def _stratified(split_fn: Any, texts: list[str], y: np.ndarray, fraction: float, seed: int, key: str):
