@@ -29,3 +29,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # lines of a library, not ours. LOSSLAB_VERBOSE=1 or an explicit MLFLOW_LOGGING_LEVEL keeps them.
 if _os.environ.get("LOSSLAB_VERBOSE", "").strip().lower() in ("", "0", "false", "no"):
     _os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+# MLflow 3 collects usage telemetry and tries to send it out; nothing here may call out, and the
+# bookkeeping wraps every client call. An explicit MLFLOW_DISABLE_TELEMETRY=false keeps it.
+_os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -24,15 +24,23 @@ def run_tags(cfg: DictConfig, fs: "FeatureSet") -> dict[str, str]:
 
 
 def log_run_inputs(cfg: DictConfig, fs: "FeatureSet", output_dir: Path) -> None:
-    """The resolved config (params + ``config.yaml``), the data's facts and the dataset as an MLflow input."""
+    """The resolved config (params + ``config.yaml``), the data's facts and the dataset as an MLflow input.
+
+    Params and tags go in one ``log_batch`` (each store write costs a round trip or an fsync).
+    """
     import mlflow
+    from mlflow.entities import Param, RunTag
 
     from losslab.tracking.runs import flatten_config
 
-    mlflow.log_params(flatten_config(OmegaConf.to_container(cfg, resolve=True)))
-    mlflow.log_params({f"dataset.{k}": v for k, v in fs.stats.items()} | {"vocabulary_size": fs.vocabulary_size})
+    params = flatten_config(OmegaConf.to_container(cfg, resolve=True))
+    params |= {f"dataset.{k}": str(v) for k, v in fs.stats.items()} | {"vocabulary_size": str(fs.vocabulary_size)}
+    client, run_id = mlflow.MlflowClient(), mlflow.active_run().info.run_id
+    batch = [Param(k, v) for k, v in params.items()]
+    for start in range(0, len(batch), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=batch[start:start + 100],
+                         tags=[RunTag("output_dir", str(output_dir.resolve()))] if start == 0 else [])
     mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-    mlflow.set_tag("output_dir", str(output_dir.resolve()))
     mlflow.log_input(dataset_entity(cfg, fs), context="training")
 
 
