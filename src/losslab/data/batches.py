@@ -29,10 +29,17 @@ class SparseBatches:
     """Iterable of batches over ``(x, y)``; reshuffled each pass with ``seed + epoch`` when ``shuffle``.
 
     The trainer calls ``set_epoch`` at each epoch start, so a resumed run sees the same order.
+    Under DDP, ``shard(rank, world)`` keeps this process's share, as ``DistributedSampler`` does:
+    rows ``rank, rank + world, …`` of the epoch's order (the same permutation on every rank, so the
+    shares never overlap). With ``even`` (training) the order is first padded by wrapping around
+    to a multiple of ``world``, so every rank runs the same number of steps; the union of the
+    ranks' i-th batches of size B is then the single-process i-th batch of size ``world × B``.
+    Evaluation batches are not padded (no sample counted twice); ``interleave`` puts the ranks'
+    outputs back in row order.
     """
 
     def __init__(self, x: sp.csr_matrix, y: np.ndarray, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, even: bool | None = None) -> None:
         if x.shape[0] != len(y):
             raise ValueError(f"{x.shape[0]} rows but {len(y)} labels")
         self.x = sp.csr_matrix(x, dtype=np.float32)
@@ -42,22 +49,56 @@ class SparseBatches:
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
+        self.even = shuffle if even is None else even
         self.epoch = 0
+        self.rank, self.world = 0, 1
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __len__(self) -> int:
+    def shard(self, rank: int, world: int) -> None:
+        """Iterate over this process's share only: rank ``rank`` of ``world`` (see the class docstring)."""
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in [0, {world})")
+        self.rank, self.world = int(rank), int(world)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Rows this process sees per pass (its share under DDP)."""
         n = len(self.y)
+        if self.world == 1:
+            return n
+        return -(-n // self.world) if self.even else len(range(self.rank, n, self.world))
+
+    def __len__(self) -> int:
+        n = self.samples_per_epoch
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[Batch]:
+    def _order(self) -> np.ndarray | None:
+        """Row order of this pass for this process; ``None`` = all rows in file order."""
         n = len(self.y)
-        if self.shuffle:
-            order = np.random.default_rng(self.seed + self.epoch).permutation(n)
-            x, y = self.x[order], self.y[order]
-        else:
-            x, y = self.x, self.y
+        if not self.shuffle and self.world == 1:
+            return None
+        order = np.random.default_rng(self.seed + self.epoch).permutation(n) if self.shuffle else np.arange(n)
+        if self.world > 1:
+            if self.even:
+                order = np.resize(order, -(-n // self.world) * self.world)  # pads by wrapping around
+            order = order[self.rank::self.world]
+        return order
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self._order()
+        x, y = (self.x, self.y) if order is None else (self.x[order], self.y[order])
+        n = len(y)
         for i in range(len(self)):
             block = slice(i * self.batch_size, min((i + 1) * self.batch_size, n))
             yield csr_to_batch(x[block], y[block])
+
+
+def interleave(shares: list[torch.Tensor]) -> torch.Tensor:
+    """The ranks' outputs over unpadded shards (rank r had rows r, r + world, …) back in row order."""
+    world, total = len(shares), sum(len(s) for s in shares)
+    out = shares[0].new_empty((total, *shares[0].shape[1:]))
+    for rank, share in enumerate(shares):
+        out[rank::world] = share
+    return out

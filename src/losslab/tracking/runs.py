@@ -62,6 +62,22 @@ def device_tags(root_device: Any) -> dict[str, str]:
     return {"device": "cpu", "device_name": _cpu_name()}
 
 
+def slurm_tags() -> dict[str, str]:
+    """Where a SLURM job ran: job id as squeue/sacct show it (``<array job>_<index>`` for an array task), the
+    array's id and index, cluster, node and requeue count; empty outside SLURM."""
+    import os
+
+    env = os.environ
+    if not env.get("SLURM_JOB_ID"):
+        return {}
+    array_job, index = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    tags = {"slurm_job_id": f"{array_job}_{index}" if array_job and index else env["SLURM_JOB_ID"],
+            "slurm_array_job_id": array_job, "slurm_array_task_id": index,
+            "slurm_cluster": env.get("SLURM_CLUSTER_NAME"), "slurm_node": env.get("SLURMD_NODENAME"),
+            "slurm_restarts": env.get("SLURM_RESTART_COUNT", "0")}
+    return {k: v for k, v in tags.items() if v}
+
+
 def _cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo", encoding="utf-8"):
@@ -89,6 +105,7 @@ def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
     mlflow.set_tracking_uri(uri)
     if resume_run_id:
         run = mlflow.start_run(run_id=resume_run_id)
+        _keep_interruption(run)
     else:
         tags = dict(tags)
         if parent_run_id:
@@ -110,6 +127,17 @@ def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+def _keep_interruption(run: Any) -> None:
+    """A resumed run's ``error`` tag (how it was interrupted) becomes ``last_interruption``: history, not a failure."""
+    import mlflow
+
+    reason = run.data.tags.get("error")
+    if reason:
+        with contextlib.suppress(Exception):
+            mlflow.set_tag("last_interruption", reason)
+            mlflow.MlflowClient().delete_tag(run.info.run_id, "error")
 
 
 def process_rank() -> int:

@@ -88,15 +88,18 @@ def build_callbacks(callbacks: DictConfig | None, output_dir: Path, show_epochs:
     return built
 
 
-def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, uri: str,
-                 show_epochs: bool = True) -> tuple["pl.Trainer", "GracefulStop"]:
-    """The configured Trainer logging into run ``run_id``, with the configured callbacks and graceful stop."""
+def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, uri: str, show_epochs: bool = True,
+                 parts: Parts | None = None) -> tuple["pl.Trainer", "GracefulStop"]:
+    """The configured Trainer logging into run ``run_id``, with the configured callbacks and graceful stop;
+    under DDP each rank iterates over its own share of ``parts``' batches."""
     from hydra.utils import instantiate
 
-    from losslab.training.callbacks import GracefulStop
+    from losslab.training.callbacks import GracefulStop, ShardAcrossRanks
 
     stopper = GracefulStop()
     callbacks = [stopper, *build_callbacks(cfg.get("callbacks"), output_dir, show_epochs)]
+    if parts is not None:
+        callbacks.append(ShardAcrossRanks([parts.train, parts.val, parts.test]))
     logger = instantiate(cfg.logger, tracking_uri=uri, run_id=run_id)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(output_dir))
     if trainer.checkpoint_callback is None:

@@ -1,4 +1,4 @@
-"""Lightning pieces of a training: a one-line summary per epoch, the MLflow logger, graceful stop."""
+"""Lightning pieces of a training: a one-line summary per epoch, the MLflow logger, graceful stop, DDP shards."""
 
 from __future__ import annotations
 
@@ -47,14 +47,32 @@ class RunLogger(MLFlowLogger):
         """Nothing to do: the run is ended by ``mlflow_run`` once test and artifacts are logged."""
 
 
+class ShardAcrossRanks(pl.Callback):
+    """Under DDP, give each rank its own share of the batches (``SparseBatches.shard``) once ranks are known.
+
+    Lightning injects a ``DistributedSampler`` only into ``DataLoader`` objects; the sparse batches
+    are plain iterables, so this does the same at ``setup`` (after the processes joined, before
+    Lightning counts the batches).
+    """
+
+    def __init__(self, batches: Sequence[Any]) -> None:
+        self.batches = list(batches)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        for batches in self.batches:
+            batches.shard(trainer.global_rank, trainer.world_size)
+
+
 class GracefulStop(pl.Callback):
     """SIGINT/SIGTERM during fit: finish the current epoch (so checkpoints stay consistent), then stop.
 
     ``train`` sees ``signal_name`` set, saves a full checkpoint and ends the run KILLED; a
-    second signal stops at once.
+    second signal stops at once. SIGUSR1/SIGUSR2 are a cluster's notice (SLURM sends one before
+    the time limit or a preemption, ``scancel --signal=USR2`` too): the same stop, after which a
+    SLURM job asks to be requeued (``losslab.training.preemption``).
     """
 
-    SIGNALS = ("SIGINT", "SIGTERM")
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
 
     def __init__(self) -> None:
         self.signal_name: str | None = None
