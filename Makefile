@@ -39,7 +39,7 @@ predict: setup ## classify a text with a logged model: make predict RUN=<run id>
 ui: setup ## MLflow UI on the project store: make ui [PORT=5000]
 	$(PY) -m losslab.ops.ui --host $(HOST) --port $(PORT)
 
-test: setup browser-deps postgres-deps ## run every test, slow end-to-end ones included (CI runs this)
+test: setup browser-deps postgres-deps slurm-deps ## run every test, slow end-to-end ones included (CI runs this)
 	$(PY) -m pytest
 
 test-fast: setup ## skip the slow end-to-end tests
@@ -61,13 +61,21 @@ clean: ## remove Hydra outputs and caches (keeps .venv, data and the MLflow stor
 # --- sweeps, the comparison report, the browser check of the MLflow UI --------------------------
 SWEEP ?= losses
 SWEEP_JOBS ?= 1
+LAUNCHER ?=
 EXPERIMENT ?=
 SWEEP_ID ?=
 SUDO := $(shell test "$$(id -u)" -eq 0 || echo sudo)
 .PHONY: sweep report browser-deps
 
-sweep: setup ## every loss over seeds + report: make sweep [SWEEP=losses|quick|grid|search] [SWEEP_JOBS=2] [ARGS=...]
-	$(PY) -m losslab.sweeps $(SWEEP) --jobs $(SWEEP_JOBS) $(ARGS)
+# LAUNCHER=slurm: every job through Hydra's submitit SLURM launcher (conf/hydra/launcher/submitit_slurm.yaml) to the
+# cluster $$SLURM_CONF names, else the one `make slurm` runs; LAUNCHER=local: submitit, one local process per job.
+# SLURM decides how many jobs run at once (hydra.launcher.array_parallelism), so SWEEP_JOBS is not used then.
+sweep: setup ## every loss over seeds + report: make sweep [SWEEP=losses|quick|grid|search] [SWEEP_JOBS=2] [LAUNCHER=slurm] [ARGS=...]
+	$(if $(filter-out slurm local,$(LAUNCHER)),$(error LAUNCHER=$(LAUNCHER): use LAUNCHER=slurm or LAUNCHER=local))
+	$(if $(and $(LAUNCHER),$(filter search,$(SWEEP))),$(error SWEEP=search runs its trials here (Optuna); LAUNCHER works with losses, quick and grid))
+	@$(if $(filter slurm,$(LAUNCHER)),SLURM_CONF="$$($(PY) -m losslab.ops.slurm conf)" || exit 2; export SLURM_CONF; \
+	  echo "submitting to the SLURM cluster of $$SLURM_CONF" >&2;) \
+	$(PY) -m losslab.sweeps $(SWEEP) $(if $(LAUNCHER),--jobs 1 hydra/launcher=submitit_$(LAUNCHER),--jobs $(SWEEP_JOBS)) $(ARGS)
 
 report: setup ## rebuild a sweep's report from the store: make report [EXPERIMENT=mex-a3t] [SWEEP_ID=<id>]
 	$(PY) -m losslab.report $(if $(EXPERIMENT),--experiment "$(EXPERIMENT)") $(if $(SWEEP_ID),--sweep-id "$(SWEEP_ID)")
@@ -130,3 +138,21 @@ register: setup ## best run of a sweep -> models:/<name>@champion: make register
 serve: setup ## serve models:/<MODEL>@champion on 127.0.0.1: make serve [MODEL=losslab-mex-a3t] [PORT=5002]
 	$(PY) -m losslab.serving.registry serve $(if $(MODEL),--model "$(MODEL)") \
 	  $(if $(EXPERIMENT),--experiment "$(EXPERIMENT)") $(if $(filter command line,$(origin PORT)),--port $(PORT))
+
+# --- a one-node SLURM cluster on this machine (losslab.ops.slurm, conf/slurm.yaml) ------------------------
+# make slurm prints `export SLURM_CONF=...` on stdout (eval "$$(make -s slurm)" sets it).
+.PHONY: slurm slurm-stop slurm-status slurm-deps
+
+slurm-deps: ## Debian slurm-wlm + munge for make slurm and its tests (apt-get, only when missing)
+	@test -x /usr/sbin/slurmctld -a -x /usr/sbin/slurmd -a -x /usr/sbin/munged -a -x /usr/bin/sbatch || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends slurm-wlm munge; }
+
+slurm: setup slurm-deps ## start munged + slurmctld + slurmd under .run/slurm/, return when the node is idle
+	@$(PY) -m losslab.ops.slurm start
+
+slurm-stop: setup ## cancel the cluster's jobs, stop exactly the daemons make slurm started
+	@$(PY) -m losslab.ops.slurm stop
+
+slurm-status: setup ## is the make slurm cluster up? (prints its export line when it is)
+	@$(PY) -m losslab.ops.slurm status
