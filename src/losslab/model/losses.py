@@ -49,7 +49,8 @@ class Loss(nn.Module):
 
 
 class CrossEntropy(Loss):
-    """``ce`` / ``ce_smooth`` / ``ce_weighted``: ``F.cross_entropy`` on logits and class ids."""
+    """``ce`` / ``ce_smooth`` / ``ce_weighted``: ``−log softmax(z)_y`` (``F.cross_entropy`` on logits and class ids;
+    optional class weights w_y and label smoothing ε)."""
 
     def __init__(self, label_smoothing: float = 0.0, class_weights: Sequence[float] | None = None) -> None:
         super().__init__()
@@ -62,7 +63,8 @@ class CrossEntropy(Loss):
 
 
 class BinaryCrossEntropy(Loss):
-    """``bce``: sigmoid of each logit vs its one-hot target (stable with-logits form), any C."""
+    """``bce``: ``−mean_c [t_c log σ(z_c) + (1 − t_c) log(1 − σ(z_c))]``, a sigmoid per class vs its one-hot
+    target (the stable with-logits form), any C."""
 
     activation = "sigmoid"
 
@@ -71,14 +73,15 @@ class BinaryCrossEntropy(Loss):
 
 
 class MeanSquaredError(Loss):
-    """``mse``: softmax probabilities vs one-hot targets (``nn.MSELoss`` convention, 1/(N·C))."""
+    """``mse``: ``mean_c (softmax(z)_c − t_c)²`` per row (``nn.MSELoss`` convention, 1/(N·C))."""
 
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(logits.softmax(dim=-1), one_hot(y, logits.shape[-1]))
 
 
 class KLDivergence(Loss):
-    """``kl``: ``KL(target ‖ softmax)``, batchmean, target one-hot optionally smoothed."""
+    """``kl``: ``Σ_c t_c log(t_c / softmax(z)_c)`` = KL(target ‖ softmax), batchmean, target one-hot optionally
+    smoothed."""
 
     def __init__(self, smoothing: float = 0.0) -> None:
         super().__init__()

@@ -14,6 +14,7 @@ from losslab.errors import ConfigError
 from losslab.paths import config_dir, reports_root
 from losslab.report import collect, plots, sections, stats
 from losslab.report.render import Document
+from losslab.report import why
 
 BASE_METRICS = ["test/f1_macro", "test/accuracy", "test/auroc", "test/ece", "test/nll", "fit_seconds"]
 CURVES = ["val/f1_macro", "val/nll"]
@@ -123,6 +124,7 @@ def write_report(uri: str, sweep_id: str | None = None, experiment: str | None =
     sections.figures(doc, figures, primary, missing_predictions)
     sections.variants(doc, finished, sweep.variant_keys, selected, s["select_metric"], primary)
     sections.devices(doc, sweep, selected, [primary, "test/accuracy", "test/nll"])
+    why.section(doc, sweep.uri, finished, losses, out, primary)  # diagnostics, gradients, label noise
     sections.notes(doc, selected, losses, baseline, metrics, s)
     md_path, _ = doc.write(out)
     summary.to_csv(out / "summary.csv", index=False)
