@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from losslab.report import why
 from losslab.report.build import write_report
-from sweep_fixture import quick_sweep  # noqa: F401
+from sweep_fixture import quick_sweep, run_sweep  # noqa: F401
 
 P = np.array([1e-6, 1e-3, 0.01, 0.2, 0.5, 0.8, 0.99])
 
@@ -78,8 +78,8 @@ def log_run(client: MlflowClient, experiment_id: str, parent: str, loss: str, se
         values = {"diag/max_abs_logit": value * scale, "diag/grad_logit_wrong": GRAD[loss][0],
                   "diag/grad_logit_correct": GRAD[loss][1], "diag/p_true_wrong": 0.02, "diag/p_true_correct": 0.9,
                   "diag/saturated_right": 0.1 * epoch, "diag/confident_wrong": 0.01, "diag/margin_mean": epoch,
-                  "diag/grad_norm_input": INPUT_NORM[loss] / (1 + epoch), "diag/grad_norm_output": 0.05, "diag/dead_units": 0.0,
-                  "diag/prelu_slope_mean": 0.25 + 0.01 * epoch}
+                  "diag/grad_norm_input": INPUT_NORM[loss] / (1 + epoch), "diag/grad_norm_output": 0.05,
+                  "diag/dead_units": 0.0, "diag/prelu_slope_mean": 0.25 + 0.01 * epoch}
         metrics += [Metric(k, v, 0, epoch) for k, v in values.items()]
     client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
     client.set_terminated(run_id, "FINISHED")
@@ -108,7 +108,7 @@ def test_why_section_explains_from_the_numbers(noise_report):
     for name in ("why_diagnostics.png", "why_gradients.png", "why_noise.png"):
         assert (noise_report / name).stat().st_size > 0 and name in section, name
     # diagnostics come from the clean (noise 0) runs only: bce_probs' max |logit| 25, not 100
-    assert "Largest |logit| at the last epoch: `bce_probs` 25.0 (epoch 1: 8), smallest `mse` 3.0." in section
+    assert "Largest |logit| at the last epoch: `bce_probs` 25 (epoch 1: 8), smallest `mse` 3." in section
     assert "`bce_probs` went past 16.6, where a float32 sigmoid is exactly 1.0" in section
     assert "`ce` 0.97 vs 0.1 (9.7×)" in section and "`mse` 0.004 vs 0.05 (0.08×)" in section
     assert "`mse` pushed its confident mistakes *less*" in section
@@ -146,3 +146,19 @@ def test_a_real_sweep_report_has_the_why_section(quick_sweep):  # noqa: F811
         assert f"| {loss} |" in section, loss
     push = section[section.index("Exact push"):].split("\n")[0]
     assert math.isfinite(float(push.split("`ce` ")[1].split(",")[0]))
+
+
+@pytest.mark.slow
+def test_the_noise_sweep_reports_robustness_per_loss(tmp_path):
+    """``make sweep SWEEP=noise`` on tiny data, cut to 2 losses × 2 seeds (× the sweep's 3 noise levels)."""
+    done = run_sweep(tmp_path, "noise", 1, "trainer.max_epochs=2", "seed=0,1", "loss=ce,mae")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("FINISHED  ") == 12 and "data.label_noise=0.4" in done.stdout
+    (out,) = [p for p in (tmp_path / "reports").iterdir() if p.is_dir()]
+    text = (out / "report.md").read_text()
+    section = text[text.index("### Robustness to label noise"):]
+    assert (out / "why_noise.png").stat().st_size > 0
+    assert "| loss | noise 0 | noise 0.2 | noise 0.4 | drop 0 → 0.4 |" in section
+    assert "| ce |" in section and "| mae |" in section and "degrade least `" in section
+    flipped = section[section.index("Labels flipped per run"):].split("\n")[0]
+    assert "0 → 0, 0.2 → " in flipped and ", 0.4 → " in flipped

@@ -165,8 +165,8 @@ def health_sentences(last: pd.DataFrame, curves: dict[str, dict[str, list[pd.Ser
         if not grown.empty:
             top = grown.index[0]
             start = first_values(curves, "diag/max_abs_logit", top)
-            text = (f"Largest |logit| at the last epoch: `{top}` {grown.iloc[0]:.1f} (epoch 1: {g(start)})"
-                    + (f", smallest `{grown.index[-1]}` {grown.iloc[-1]:.1f}." if len(grown) > 1 else "."))
+            text = (f"Largest |logit| at the last epoch: `{top}` {g(grown.iloc[0])} (epoch 1: {g(start)})"
+                    + (f", smallest `{grown.index[-1]}` {g(grown.iloc[-1])}." if len(grown) > 1 else "."))
             past = [loss for loss, v in grown.items() if v >= limit]
             sigmoid_past = [loss for loss in past if activations.get(loss) == "sigmoid"]
             if sigmoid_past:
@@ -250,7 +250,7 @@ def section(doc: Document, uri: str, runs: pd.DataFrame, losses: Sequence[str], 
                    ("diag/grad_norm_input", "grad norm input"), ("diag/dead_units", "dead units")]
         shown = [(k, label) for k, label in columns if k in last]
         doc.table(["loss", *[label for _, label in shown], "formula"],
-                  [[loss, *[g(float(last.loc[loss, k])) for k, _ in shown], formulas.get(loss, "")]
+                  [[loss, *[g(float(last.loc[loss, k])) for k, _ in shown], formulas.get(loss, "").replace("|", "∣")]
                    for loss in last.index])
         classes = sum(1 for c in runs.columns if c.startswith("test/f1_") and c != "test/f1_macro") or 2
         doc.bullets(health_sentences(last, by_loss, runs, activations, classes))
