@@ -237,3 +237,35 @@ def throughput(cfg: Any, fs: Any, work_dir: Path, uri: str, repeats: int, device
             "lightning_vs_plain_ratio": lightning_sps / plain_sps, "epoch_seconds": median(lightning.whole),
             "lightning_train_epoch_seconds": median(lightning.train), "plain_epoch_seconds": median(plain.train),
             "train_samples": n, "epochs_timed": len(lightning.train)}
+
+
+# --- loss-health diagnostics: what the diag/* measurement adds to an epoch ---------------------------
+def diagnostics_overhead(cfg: Any, fs: Any, work_dir: Path, uri: str, repeats: int) -> dict[str, Any]:
+    """Interleaved fits with ``callbacks.diagnostics`` on and off: whole-epoch medians (first epoch dropped) and the
+    seconds the ``LossDiagnostics`` callback itself measured per epoch."""
+    from omegaconf import OmegaConf
+
+    from losslab.tracking import runs as tracking
+    from losslab.training.build import build_parts, make_trainer
+    from losslab.training.diagnostics import LossDiagnostics
+
+    whole: dict[bool, list[float]] = {True: [], False: []}
+    own: list[float] = []
+    for r in range(repeats):
+        for enabled in (True, False):
+            variant = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+            variant.diagnostics = enabled
+            variant.callbacks.diagnostics.enabled = enabled
+            parts = build_parts(variant, fs)
+            with quiet(), tracking.mlflow_run(uri, str(cfg.tracking.experiment), f"bench-diag-{enabled}",
+                                              {"bench": "true"}) as run:
+                trainer, _ = make_trainer(variant, work_dir / f"diag-{enabled}-{r}", run.info.run_id, uri)
+                timer = _epoch_timer()
+                trainer.callbacks.append(timer)
+                trainer.fit(parts.module, parts.train, parts.val)
+            whole[enabled] += timer.times.whole[1:]
+            own += [s for c in trainer.callbacks if isinstance(c, LossDiagnostics) and c.enabled for s in c.seconds[1:]]
+    with_diag, without = median(whole[True]), median(whole[False])
+    per_epoch = median(own) if own else float("nan")
+    return {"diagnostics_overhead_ratio": with_diag / without, "diagnostics_seconds_per_epoch": per_epoch,
+            "diagnostics_share_of_epoch": per_epoch / without, "epoch_seconds_without_diagnostics": without}

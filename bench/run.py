@@ -30,7 +30,7 @@ from losslab.paths import project_root
 PHASES = ("startup", "imports", "data", "fit", "test", "logging")
 REQUIRED = ("featurize_tweets_per_s", "lightning_samples_per_s", "plain_samples_per_s", "lightning_vs_plain_ratio",
             "epoch_seconds", "train_wall_seconds", "quick_sweep_seconds", "peak_rss_mb", "predict_tweets_per_s",
-            "sklearn_fit_seconds")
+            "sklearn_fit_seconds", "diagnostics_overhead_ratio")
 # (key, label, unit, format, target as (op, value) or None)
 TABLE = [
     ("featurize_tweets_per_s", "featurize (fit+transform, train split)", "tweets/s", ",.0f", None),
@@ -38,6 +38,9 @@ TABLE = [
     ("plain_samples_per_s", "train throughput, plain PyTorch loop", "samples/s", ",.0f", None),
     ("lightning_vs_plain_ratio", "Lightning / plain", "x", ".2f", (">=", 0.8)),
     ("epoch_seconds", "one epoch (train + val + logging)", "s", ".3f", ("<", 0.5)),
+    ("diagnostics_overhead_ratio", "one epoch, diagnostics on / off", "x", ".3f", ("<", 1.10)),
+    ("diagnostics_seconds_per_epoch", "  diag/* measurement per epoch", "s", ".3f", None),
+    ("diagnostics_share_of_epoch", "  its share of an epoch (no diagnostics)", "x", ".3f", ("<", 0.10)),
     ("train_wall_seconds", "make train (python -m losslab.train)", "s", ".1f", ("<", 20.0)),
     *[(f"train_{p}_seconds", f"  of which {p}", "s", ".2f", None) for p in PHASES],
     ("import_torch_seconds", "floor: import torch (bare interpreter)", "s", ".2f", None),
@@ -184,6 +187,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     fs = build_feature_set(tcfg.data, tcfg.features, int(tcfg.seed))
     device = "cuda" if args.accelerator == "gpu" else "cpu"
     results |= bench.throughput(tcfg, fs, work / "throughput", uri, args.fits, device)
+    print(f"diagnostics overhead: {args.fits} × (on, off) fits of {args.epochs} epochs …", flush=True)
+    results |= bench.diagnostics_overhead(tcfg, fs, work / "diagnostics", uri, args.fits)
 
     print(f"make train: {args.runs} × python -m losslab.train …", flush=True)
     trained = train_runs(args.runs, overrides, env, work)
