@@ -80,6 +80,17 @@ sweep: setup ## every loss over seeds + report: make sweep [SWEEP=losses|quick|g
 report: setup ## rebuild a sweep's report from the store: make report [EXPERIMENT=mex-a3t] [SWEEP_ID=<id>]
 	$(PY) -m losslab.report $(if $(EXPERIMENT),--experiment "$(EXPERIMENT)") $(if $(SWEEP_ID),--sweep-id "$(SWEEP_ID)")
 
+# Runs made where the team store is out of reach travel as files (losslab.tracking.transfer).
+.PHONY: export-runs import-runs
+export-runs: setup ## a sweep's runs + artifacts to a folder: make export-runs TO=<folder> [SWEEP_ID=<id>] [EXPERIMENT=..]
+	@test -n "$(TO)" || { echo "usage: make export-runs TO=<folder> [SWEEP_ID=<id>] [EXPERIMENT=<name>]" >&2; exit 2; }
+	$(PY) -m losslab.tracking.transfer export --to "$(TO)" $(if $(SWEEP_ID),--sweep-id "$(SWEEP_ID)") \
+	  $(if $(EXPERIMENT),--experiment "$(EXPERIMENT)")
+
+import-runs: setup ## merge exported runs into this store (idempotent): make import-runs FROM=<folder>
+	@test -n "$(FROM)" || { echo "usage: make import-runs FROM=<folder written by make export-runs>" >&2; exit 2; }
+	$(PY) -m losslab.tracking.transfer import --from "$(FROM)" $(if $(EXPERIMENT),--experiment "$(EXPERIMENT)")
+
 browser-deps: ## Debian chromium + chromedriver for the browser test (apt-get, only when missing)
 	@test -x /usr/bin/chromium || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium chromium-driver; }
