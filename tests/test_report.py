@@ -26,38 +26,33 @@ CLASSES = ["calm", "aggressive"]
 
 # ---- statistics -----------------------------------------------------------------------------------
 
-def test_bootstrap_interval_brackets_the_mean_and_is_reproducible():
+def test_t_interval_brackets_the_mean():
     values = np.array([0.60, 0.62, 0.61, 0.65, 0.58])
-    first = stats.bootstrap_ci(values, np.random.default_rng(0), 5000)
-    assert first == stats.bootstrap_ci(values, np.random.default_rng(0), 5000)
-    assert values.min() <= first[0] < values.mean() < first[1] <= values.max()
-    assert all(math.isnan(v) for v in stats.bootstrap_ci(np.array([0.6]), np.random.default_rng(0)))
+    low, high = stats.t_interval(values)
+    assert low < values.mean() < high and high - values.mean() == pytest.approx(values.mean() - low)
+    assert high - low > 2 * 1.96 * values.std(ddof=1) / math.sqrt(5)  # Student t, wider than a normal interval
+    assert all(math.isnan(v) for v in stats.t_interval(np.array([0.6])))
 
 
 def test_paired_comparison_of_a_consistent_gain():
     seeds = range(6)
     base = pd.Series([0.60, 0.61, 0.59, 0.62, 0.60, 0.58], index=seeds)
     gain = base + np.array([0.05, 0.04, 0.06, 0.05, 0.03, 0.05])
-    result = stats.paired_comparison(gain, base, np.random.default_rng(0), 5000)
+    result = stats.paired_comparison(gain, base)
     assert (result.n, result.wins, result.losses) == (6, 6, 0)
     assert result.mean_diff == pytest.approx(0.0467, abs=1e-4) and result.ci_low > 0
     assert result.p_wilcoxon == pytest.approx(2 / 2**6) == stats.wilcoxon_floor(6)
-    assert result.rank_biserial == 1.0 and result.p_better == 1.0 and not result.identical
-    worse = stats.paired_comparison(base, gain, np.random.default_rng(0), 5000, higher_better=True)
+    assert result.rank_biserial == 1.0 and not result.identical
+    worse = stats.paired_comparison(base, gain, higher_better=True)
     assert worse.wins == 0 and worse.rank_biserial == -1.0
-    lower_is_better = stats.paired_comparison(base, gain, np.random.default_rng(0), 5000, higher_better=False)
+    lower_is_better = stats.paired_comparison(base, gain, higher_better=False)
     assert lower_is_better.wins == 6  # e.g. NLL: smaller is the win
 
 
 def test_identical_runs_are_flagged_not_tested():
     base = pd.Series([0.6, 0.7, 0.65], index=[0, 1, 2])
-    result = stats.paired_comparison(base.copy(), base, np.random.default_rng(0), 1000)
+    result = stats.paired_comparison(base.copy(), base)
     assert result.identical and result.p_wilcoxon == 1.0 and result.mean_diff == 0.0 and result.ties == 3
-
-
-def test_holm_adjustment():
-    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert math.isnan(stats.holm([math.nan, 0.2])[0]) and stats.holm([math.nan, 0.2])[1] == 0.2
 
 
 def test_rank_table_and_friedman():
@@ -74,6 +69,11 @@ def test_variant_selection_uses_validation_never_test():
     frame = pd.DataFrame([{"loss": "ce", "variant": v, "best_val/f1_macro": val, "test/f1_macro": test}
                           for v, val, test in (("h=16", 0.70, 0.90), ("h=64", 0.80, 0.50))] * 2)
     assert set(stats.select_variants(frame, "best_val/f1_macro")["variant"]) == {"h=64"}
+    # a group without the selection metric (the linear baseline) keeps its runs
+    baseline = pd.DataFrame([{"loss": "linear-baseline", "variant": "default", "best_val/f1_macro": math.nan,
+                              "test/f1_macro": 0.6}])
+    kept = stats.select_variants(pd.concat([frame, baseline]), "best_val/f1_macro")
+    assert set(kept["loss"]) == {"ce", "linear-baseline"} and set(kept["variant"]) == {"h=64", "default"}
 
 
 def test_reliability_bins_and_ece():
@@ -179,9 +179,10 @@ def test_report_names_the_best_loss_and_by_how_much(two_device_report):
     assert comparison.loc["focal", "mean_diff"] == pytest.approx(np.mean(GAIN))
     assert comparison.loc["focal", "wins"] == 6 and comparison.loc["focal", "p_wilcoxon"] == pytest.approx(1 / 32)
     assert bool(comparison.loc["kl", "identical"]) and comparison.loc["mse", "mean_diff"] == pytest.approx(-0.03)
+    assert comparison.loc["kl", "verdict"] == "identical"
     text = (out / "report.md").read_text()
     assert "Best mean test/f1_macro: **focal**" in text and f"{np.mean(GAIN):+.4f} vs ce" in text
-    assert "): clearly better than ce with 6 seeds" in text and "**kl == ce here.**" in text
+    assert f"): verdict **{comparison.loc['focal', 'verdict']}** against ce." in text and "**kl == ce here.**" in text
     for name in ("report.html", "test_f1_macro.png", "test_f1_aggressive.png", "validation_curves.png",
                  "reliability.png", "confusion_matrices.png"):
         assert (out / name).stat().st_size > 0, name
@@ -200,8 +201,8 @@ def test_report_compares_cpu_and_gpu_twins_and_is_logged_on_the_parent(two_devic
 
 
 @pytest.mark.slow
-def test_report_without_the_configured_baseline_names_the_loss_it_compares_with(tmp_path):
-    """No ce run (the configured baseline): the report compares with the stand-in and says so, never 'vs ce'."""
+def test_report_without_the_configured_reference_names_the_loss_it_compares_with(tmp_path):
+    """No ce run (the configured reference): the report compares with the stand-in and says so, never 'vs ce'."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("no-ce", artifact_location=(tmp_path / "artifacts").as_uri())
@@ -210,16 +211,18 @@ def test_report_without_the_configured_baseline_names_the_loss_it_compares_with(
         for loss, score in (("focal", f1 + GAIN[seed]), ("mse", f1)):
             log_run(client, experiment_id, tmp_path / "files", loss, seed, score, sweep=("no-ce-test", parent))
     out = write_report(uri, experiment="no-ce", reports_dir=tmp_path / "reports", log_to_parent=False,
-                       settings={"baseline": "ce"})
+                       settings={"reference": "ce"})
     text = (out / "report.md").read_text()
-    note = ("The configured baseline `ce` (sweep.report.baseline) has no finished run in this sweep: every loss is "
+    note = ("The configured reference `ce` (sweep.report.reference) has no finished run in this sweep: every loss is "
             "compared with **mse** instead (the loss with the lowest mean test/f1_macro).")
     assert text.count(note) == 3  # header, paired comparison, notes
     assert "Every loss is compared with **mse**" in text and "## Paired comparison with mse (same seeds)" in text
-    assert "vs mse (95% CI" in text and "(mse stands in for the configured baseline ce, which has no run here.)" in text
+    assert "## Verdicts against mse" in text and "vs mse (95% two-level interval" in text
+    assert "(mse stands in for the configured reference ce, which has no run here.)" in text
     assert "compared with **ce**" not in text and "vs ce" not in text and "with ce " not in text
+    assert "No critical-difference diagram: autorank needs at least 5 seeds" in text  # 4 seeds, 2 losses
     comparison = pd.read_csv(out / "comparison.csv")
-    assert set(comparison["baseline"]) == {"mse"} and set(comparison["loss"]) == {"focal"}
+    assert set(comparison["reference"]) == {"mse"} and set(comparison["loss"]) == {"focal"}
 
 
 @pytest.fixture(scope="module")
@@ -278,8 +281,13 @@ def test_report_of_the_real_parallel_sweep(quick_sweep):
     assert len(sweep_ids) == 1
     out = quick_sweep.reports / sweep_ids[0]
     summary = pd.read_csv(out / "summary.csv")
-    assert sorted(summary["loss"]) == sorted(QUICK_LOSSES) and set(summary["n"]) == {2}
-    assert {"test/f1_aggressive|mean", "test/f1_calm|mean", "test/auroc|mean", "fit_seconds|hi"} <= set(summary)
+    assert sorted(summary["loss"]) == sorted([*QUICK_LOSSES, "linear-baseline"]) and set(summary["n"]) == {2}
+    assert {"test/f1_aggressive|mean", "test/f1_calm|mean", "test/auroc|mean", "fit_seconds|ci_high_seeds",
+            "test/f1_macro|ci_low"} <= set(summary)
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert "linear-baseline" in set(comparison["loss"]) and set(comparison["reference"]) == {"ce"}
     text = (out / "report.md").read_text()
     assert f"Experiment **{EXPERIMENT}**" in text
     assert "**kl == ce here.**" in text and "Only one device is present" in text
+    assert text.splitlines()[2] == "![forest plot: every loss against the reference](forest_plot.png)"
+    assert "- **kl**: identical to ce" in text and "## Linear baseline" in text and "- **linear-baseline**: " in text

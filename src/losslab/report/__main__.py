@@ -16,7 +16,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tracking-uri", default=None,
                         help="store (default: $MLFLOW_TRACKING_URI, else the project's)")
     parser.add_argument("--output", default=None, help="reports folder (default: <project>/reports)")
-    parser.add_argument("--baseline", default=None, help="loss every other is compared with (default: ce)")
+    parser.add_argument("--reference", "--baseline", dest="reference", default=None,
+                        help="loss every other is compared with (default: sweep.report.reference, ce)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report on the parent run")
     return parser.parse_args(argv)
 
@@ -26,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from losslab.report.build import write_report
 
     args = parse_args(argv)
-    settings = {"baseline": args.baseline} if args.baseline else None
+    settings = {"reference": args.reference} if args.reference else None
     out = write_report(args.tracking_uri or default_tracking_uri(), sweep_id=args.sweep_id, experiment=args.experiment,
                        reports_dir=args.output, log_to_parent=not args.no_log, settings=settings)
     print(f"open {out / 'report.html'}")

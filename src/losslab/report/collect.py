@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 
 from losslab.errors import ConfigError
+from losslab.report.bootstrap import RunPredictions
 from losslab.tracking.store import search_all
+from losslab.training.baseline import BASELINE
 from losslab.tracking.sweep_runs import find_sweep_parent, is_parent
 
 # Config keys whose differences make two runs of one loss different "variants" (grid/search).
@@ -71,6 +73,7 @@ def run_row(run: Any) -> dict[str, Any]:
                            "device": tags.get("device", "unknown"), "device_name": tags.get("device_name", ""),
                            "dataset_md5": tags.get("dataset_md5", ""), "phase": tags.get("sweep_phase", ""),
                            "git_commit": tags.get("git_commit", ""), "sweep_id": tags.get("sweep_id", ""),
+                           "model": tags.get("model", "mlp"),
                            "artifact_uri": run.info.artifact_uri}
     row.update({f"param:{k}": v for k, v in run.data.params.items()})
     row.update(run.data.metrics)
@@ -110,7 +113,8 @@ def load_sweep(uri: str, sweep_id: str | None = None, experiment: str | None = N
     if not runs:
         raise ConfigError(f"no runs tagged sweep_id={sweep_id} in experiment '{experiment_name}' of {uri}.")
     frame = runs_frame(runs)
-    keys = varying_keys(frame[frame.status == "FINISHED"]) if (frame.status == "FINISHED").any() else []
+    trainings = frame[(frame.status == "FINISHED") & (frame.model != BASELINE)]  # the baseline's params differ
+    keys = varying_keys(trainings) if len(trainings) else []
     frame["variant"] = [variant_label(row, keys) for _, row in frame.iterrows()]
     return Sweep(uri, experiment_id, experiment_name, sweep_id, parent, frame, keys)
 
@@ -129,8 +133,8 @@ def histories(uri: str, run_ids: Iterable[str], keys: Iterable[str]) -> dict[str
     return out
 
 
-def predictions(artifact_uri: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
-    """``(labels, probabilities, class names)`` from a run's ``evaluation/test_predictions.csv``."""
+def prediction_table(artifact_uri: str) -> RunPredictions | None:
+    """A run's ``evaluation/test_predictions.csv`` (label, predicted, p_<class>...); None if it has none."""
     import mlflow.artifacts
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -140,8 +144,16 @@ def predictions(artifact_uri: str) -> tuple[np.ndarray, np.ndarray, list[str]] |
         return None
     table = pd.read_csv(io.StringIO(text))
     prob_columns = [c for c in table.columns if c.startswith("p_")]
-    return (table["label"].to_numpy(dtype=int), table[prob_columns].to_numpy(dtype=float),
-            [c[2:] for c in prob_columns])
+    labels = table["label"].to_numpy(dtype=int)
+    probs = table[prob_columns].to_numpy(dtype=float)
+    predicted = table["predicted"].to_numpy(dtype=int) if "predicted" in table else probs.argmax(axis=1)
+    return RunPredictions(labels, predicted, probs, [c[2:] for c in prob_columns])
+
+
+def predictions(artifact_uri: str) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """``(labels, probabilities, class names)`` from a run's ``evaluation/test_predictions.csv``."""
+    found = prediction_table(artifact_uri)
+    return None if found is None else (found.labels, found.probs, found.class_names)
 
 
 def signature(row: pd.Series) -> frozenset:

@@ -30,7 +30,7 @@ def _grid(n: int, width: float = 3.0, height: float = 2.8):  # type: ignore[no-u
 
 
 def metric_by_loss(frame: pd.DataFrame, summary: pd.DataFrame, metric: str, path: Path, title: str = "") -> Path:
-    """One dot per seed and the mean with its bootstrap interval, per loss."""
+    """One dot per seed and the mean with its two-level interval (else the seeds-only one), per loss."""
     plt = _pyplot()
     losses = list(summary["loss"])
     fig, ax = plt.subplots(figsize=(1.1 * len(losses) + 2, 3.4), dpi=100)
@@ -39,14 +39,18 @@ def metric_by_loss(frame: pd.DataFrame, summary: pd.DataFrame, metric: str, path
         ax.scatter(np.full(values.size, i) + np.linspace(-0.12, 0.12, values.size), values, s=14, color="0.55",
                    zorder=2)
         row = summary.iloc[i]
-        mean, low, high = row[f"{metric}|mean"], row[f"{metric}|lo"], row[f"{metric}|hi"]
+        mean, low, high = row[f"{metric}|mean"], row.get(f"{metric}|ci_low", math.nan), row.get(f"{metric}|ci_high",
+                                                                                                 math.nan)
+        if math.isnan(low):
+            low, high = row.get(f"{metric}|ci_low_seeds", math.nan), row.get(f"{metric}|ci_high_seeds", math.nan)
         if not math.isnan(low):
-            ax.errorbar([i], [mean], yerr=[[mean - low], [high - mean]], fmt="o", color="C3", capsize=5, zorder=3)
+            ax.errorbar([i], [mean], yerr=[[max(mean - low, 0.0)], [max(high - mean, 0.0)]], fmt="o", color="C3",
+                        capsize=5, zorder=3)  # (an interval from predictions that disagree with the logged metric)
         else:
             ax.plot([i], [mean], "o", color="C3")
     ax.set_xticks(range(len(losses)), losses, rotation=20)
     ax.set_ylabel(metric)
-    ax.set_title(title or f"{metric}: seeds (grey), mean and 95% bootstrap CI (red)", fontsize=10)
+    ax.set_title(title or f"{metric}: seeds (grey), mean and 95% two-level interval (red)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -71,7 +75,8 @@ def validation_curves(curves: Mapping[str, Mapping[str, Sequence[pd.Series]]], k
         ax.set_xlabel("epoch")
         ax.set_title(f"{key} (mean over seeds ± 1 std)", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8, ncol=2)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=8, ncol=2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -6,51 +6,42 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import pandas as pd
 
 from losslab.report import collect, stats
+from losslab.report.verdicts import per_seed
 from losslab.report.render import Document, fmt
 
 
-def per_seed(frame: pd.DataFrame, loss: str, metric: str) -> pd.Series:
-    return frame.loc[frame["loss"] == loss].groupby("seed")[metric].mean() if metric in frame else pd.Series()
-
-
-def compare_all(frame: pd.DataFrame, losses: list[str], baseline: str, metric: str, rng: np.random.Generator,
-                s: Mapping[str, Any]) -> pd.DataFrame:
-    """Every loss against ``baseline`` on ``metric``, paired by seed; Holm-adjusted Wilcoxon p-values."""
-    rows = []
-    for loss in [x for x in losses if x != baseline]:
-        result = stats.paired_comparison(per_seed(frame, loss, metric), per_seed(frame, baseline, metric), rng,
-                                         int(s["bootstrap"]), float(s["confidence"]), stats.higher_is_better(metric))
-        rows.append({"loss": loss, **vars(result)})
-    table = pd.DataFrame(rows)
-    if not table.empty:
-        table["p_holm"] = stats.holm(list(table["p_wilcoxon"]))
-    return table
-
-
 def cell(row: pd.Series, metric: str, ci: bool = True) -> str:
-    mean, std, low, high = (row[f"{metric}|{k}"] for k in ("mean", "std", "lo", "hi"))
+    """mean ± std [two-level CI] (seeds-only CI); either interval left out where it is missing."""
+    mean, std = row[f"{metric}|mean"], row[f"{metric}|std"]
     if math.isnan(mean):
         return "–"
     digits = 2 if metric == "fit_seconds" else 4
     text = f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
-    return text + (f" [{low:.{digits}f}, {high:.{digits}f}]" if ci and not math.isnan(low) else "")
+    if not ci:
+        return text
+    low, high = row.get(f"{metric}|ci_low", math.nan), row.get(f"{metric}|ci_high", math.nan)
+    seeds = row.get(f"{metric}|ci_low_seeds", math.nan), row.get(f"{metric}|ci_high_seeds", math.nan)
+    if not math.isnan(low):
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+    if not math.isnan(seeds[0]):
+        text += f" ({seeds[0]:.{digits}f}, {seeds[1]:.{digits}f})"
+    return text
 
 
-def baseline_fallback(baseline: str, s: Mapping[str, Any]) -> str:
-    """A note when the configured baseline (``sweep.report.baseline``) had no run and another loss stands in."""
-    configured = str(s["baseline"])
-    if baseline == configured:
+def reference_fallback(reference: str, s: Mapping[str, Any]) -> str:
+    """A note when the configured reference (``sweep.report.reference``) had no run and another loss stands in."""
+    configured = str(s["reference"])
+    if reference == configured:
         return ""
-    return (f"The configured baseline `{configured}` (sweep.report.baseline) has no finished run in this sweep: "
-            f"every loss is compared with **{baseline}** instead (the loss with the lowest mean "
+    return (f"The configured reference `{configured}` (sweep.report.reference) has no finished run in this sweep: "
+            f"every loss is compared with **{reference}** instead (the loss with the lowest mean "
             f"{s['primary_metric']}).")
 
 
-def header(doc: Document, sweep: collect.Sweep, runs: pd.DataFrame, selected: pd.DataFrame, baseline: str,
+def header(doc: Document, sweep: collect.Sweep, runs: pd.DataFrame, selected: pd.DataFrame, reference: str,
            s: Mapping[str, Any]) -> None:
     def values(column: str) -> str:
         col = f"param:{column}" if f"param:{column}" in selected else column
@@ -73,34 +64,34 @@ def header(doc: Document, sweep: collect.Sweep, runs: pd.DataFrame, selected: pd
              "(test metrics at the best-validation-macro-F1 epoch).",
              f"Devices: {values('device')} ({values('device_name')}); git commit(s) "
              f"{', '.join(sorted({str(c)[:10] for c in selected['git_commit']}))}.",
-             f"Every loss is compared with **{baseline}**; intervals are {float(s['confidence']):.0%} BCa "
-             f"bootstrap intervals of the mean over seeds (scipy.stats.bootstrap, {int(s['bootstrap'])} resamples, "
-             f"seed {s['rng_seed']})."]
-    fallback = baseline_fallback(baseline, s)
+             f"Every loss is compared with **{reference}**; intervals are {float(s['confidence']):.0%}: two-level "
+             f"(seeds × test examples, {int(s['bootstrap'])} replicates, seed {s['rng_seed']}) in brackets, "
+             "seeds-only (Student t over the per-seed values) in parentheses."]
+    fallback = reference_fallback(reference, s)
     doc.bullets(items + ([f"Note: {fallback}"] if fallback else []))
 
 
-def headline(doc: Document, summary: pd.DataFrame, comparison: pd.DataFrame, losses: list[str], baseline: str,
+def headline(doc: Document, summary: pd.DataFrame, comparison: pd.DataFrame, losses: list[str], reference: str,
              primary: str, friedman_p: float, s: Mapping[str, Any]) -> None:
     doc.heading("Summary")
     best = summary.iloc[0]
     by_loss = comparison.set_index("loss") if len(comparison) else pd.DataFrame()
     text = f"Best mean {primary}: **{best['loss']}** with {cell(best, primary)}"
-    if best["loss"] == baseline:
-        others = [x for x in summary["loss"] if x != baseline and not by_loss.loc[x, "identical"]]
-        text += " — the baseline itself."
+    if best["loss"] == reference:
+        others = [x for x in summary["loss"] if x != reference and not by_loss.loc[x, "identical"]]
+        text += " — the reference itself."
         if others:
             row = by_loss.loc[others[0]]
-            text += (f" Runner-up: {others[0]}, {row['mean_diff']:+.4f} (95% CI [{row['ci_low']:+.4f}, "
-                     f"{row['ci_high']:+.4f}]); {baseline} is ahead on {row['losses']} of {row['n']} seeds.")
+            text += (f" Runner-up: {others[0]}, {row['mean_diff']:+.4f} (95% two-level interval [{row['ci_low']:+.4f}, "
+                     f"{row['ci_high']:+.4f}], {row['verdict']}); {reference} is ahead on {row['losses']} of "
+                     f"{row['n']} seeds.")
     else:
         row = by_loss.loc[best["loss"]]
-        sure = "clearly" if (row["ci_low"] > 0 or row["ci_high"] < 0) and row["p_better"] > 0.975 else "not clearly"
-        text += (f", {row['mean_diff']:+.4f} vs {baseline} (95% CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], "
-                 f"better on {row['wins']} of {row['n']} seeds, bootstrap P(better) {row['p_better']:.2f}, "
-                 f"Wilcoxon p {fmt(row['p_wilcoxon'], 3)}): {sure} better than {baseline} with {row['n']} seeds.")
-    if baseline != str(s["baseline"]):
-        text += f" ({baseline} stands in for the configured baseline {s['baseline']}, which has no run here.)"
+        text += (f", {row['mean_diff']:+.4f} vs {reference} (95% two-level interval [{row['ci_low']:+.4f}, "
+                 f"{row['ci_high']:+.4f}], seeds-only [{row['ci_low_seeds']:+.4f}, {row['ci_high_seeds']:+.4f}], "
+                 f"better on {row['wins']} of {row['n']} seeds): verdict **{row['verdict']}** against {reference}.")
+    if reference != str(s["reference"]):
+        text += f" ({reference} stands in for the configured reference {s['reference']}, which has no run here.)"
     doc.paragraph(text)
     worst = summary.iloc[-1]
     spread = best[f"{primary}|mean"] - worst[f"{primary}|mean"]
@@ -110,14 +101,16 @@ def headline(doc: Document, summary: pd.DataFrame, comparison: pd.DataFrame, los
                  and not c.startswith(f"{primary}|")]
     if per_class:
         doc.bullets([f"Best {c[:-5]}: **{summary.loc[summary[c].idxmax(), 'loss']}** "
-                     f"({summary[c].max():.4f}; {baseline} {summary.set_index('loss').loc[baseline, c]:.4f})"
-                     for c in per_class if baseline in set(summary["loss"])])
+                     f"({summary[c].max():.4f}; {reference} {summary.set_index('loss').loc[reference, c]:.4f})"
+                     for c in per_class if reference in set(summary["loss"])])
 
 
 def per_loss(doc: Document, summary: pd.DataFrame, metrics: list[str], s: Mapping[str, Any]) -> None:
     doc.heading("Per loss: test metrics over seeds")
-    doc.paragraph("mean ± std over seeds [95% BCa bootstrap CI of the mean]; sorted by the first column. "
-                  "ECE, NLL and fit time: lower is better.", note=True)
+    doc.paragraph("mean ± std over seeds [95% two-level interval: seeds × test examples] (95% seeds-only "
+                  "t-interval); sorted by the first column. The two-level interval needs the runs' test predictions: "
+                  "AUROC, ECE and fit time have the seeds-only one. ECE, NLL and fit time: lower is better.",
+                  note=True)
     quality = [m for m in metrics if m not in ("test/ece", "test/nll", "fit_seconds")]
     cost = [m for m in metrics if m in ("test/ece", "test/nll", "fit_seconds")]
     for group in (quality, cost):
@@ -125,28 +118,37 @@ def per_loss(doc: Document, summary: pd.DataFrame, metrics: list[str], s: Mappin
                                           for _, r in summary.iterrows()])
 
 
-def paired(doc: Document, comparisons: Mapping[str, pd.DataFrame], baseline: str, s: Mapping[str, Any]) -> None:
-    doc.heading(f"Paired comparison with {baseline} (same seeds)")
+def paired(doc: Document, comparisons: Mapping[str, pd.DataFrame], reference: str, s: Mapping[str, Any]) -> None:
+    doc.heading(f"Paired comparison with {reference} (same seeds)")
     n = max((int(t["n"].max()) for t in comparisons.values() if len(t)), default=0)
-    fallback = baseline_fallback(baseline, s)
+    fallback = reference_fallback(reference, s)
     if fallback:
         doc.paragraph(fallback, note=True)
-    doc.paragraph(f"Δ = loss − {baseline} on the same seed (same split, same initialisation seed). CI: paired BCa "
-                  "bootstrap of the mean Δ (the per-seed differences resampled); P(better): share of bootstrap "
-                  "resamples where the loss is better; Wilcoxon: two-sided signed-rank test, Holm-adjusted over the "
-                  "losses; r: matched-pairs rank-biserial correlation (effect size, ±1 = every seed one way); d_z: "
-                  f"mean Δ / sd Δ; W/T/L: seeds better/tied/worse. With {n} pairs "
-                  f"the exact Wilcoxon test cannot go below p = {stats.wilcoxon_floor(n):.4f}, so read the CI and "
-                  f"effect sizes, not only p.", note=True)
+    doc.paragraph(f"Δ = loss − {reference} on the same seed (same split, same initialisation seed). Two-level: the 95% "
+                  "interval over seeds and test examples (seeds-only where the metric is not computable from the "
+                  "predictions); seeds: the t-interval over the per-seed differences; ROPE ±r and the verdict "
+                  "(rule above); from seeds: the seeds' share of the variance of Δ; p boot: two-level bootstrap "
+                  "p-value of Δ = 0, Holm-adjusted over the losses; Bayes (verdict metrics only): baycomp's Bayesian "
+                  f"signed-rank test over the seeds with the same ROPE, P({reference} better / within ROPE / loss "
+                  "better); ASO (verdict metrics only): deepsig's Almost Stochastic Order ε_min that the loss's seed "
+                  "scores dominate the reference's (< 0.5: the loss tends to be better, > 0.5: the reference; it "
+                  "compares the two sets of scores, not pairs); Wilcoxon: "
+                  f"exact signed-rank p, Holm-adjusted; W/T/L: seeds better/tied/worse. With {n} pairs the "
+                  f"exact Wilcoxon test cannot go below p = {stats.wilcoxon_floor(n):.4f}.", note=True)
     for metric, table in comparisons.items():
         if table.empty:
             continue
         doc.heading(metric, level=3)
-        doc.table(["loss", "n", "mean Δ", "95% CI", "P(better)", "Wilcoxon p", "Holm p", "r", "d_z", "W/T/L"],
-                  [[r["loss"], int(r["n"]), f"{r['mean_diff']:+.4f}", f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]",
-                    f"{r['p_better']:.2f}", fmt(r["p_wilcoxon"], 3), fmt(r["p_holm"], 3), fmt(r["rank_biserial"], 2),
-                    fmt(r["cohen_dz"], 2), f"{r['wins']}/{r['ties']}/{r['losses']}"
-                    + (" (identical)" if r["identical"] else "")] for _, r in table.iterrows()])
+        doc.table(["loss", "n", "mean Δ", "two-level 95%", "seeds 95%", "ROPE", "verdict", "from seeds",
+                   "p boot (Holm)", "Bayes P(ref/rope/loss)", "ASO ε", "Wilcoxon p (Holm)", "W/T/L"],
+                  [[r["loss"], int(r["n"]), f"{r['mean_diff']:+.4f}",
+                    f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]" + ("" if r["interval"] == "two-level" else " (seeds)"),
+                    f"[{r['ci_low_seeds']:+.4f}, {r['ci_high_seeds']:+.4f}]", fmt(r["rope"], 3), r["verdict"],
+                    "–" if math.isnan(r["share_seeds"]) else f"{r['share_seeds']:.0%}",
+                    f"{fmt(r['p_boot'], 3)} ({fmt(r['p_boot_holm'], 3)})",
+                    f"{fmt(r['p_bayes_worse'], 2)}/{fmt(r['p_bayes_rope'], 2)}/{fmt(r['p_bayes_better'], 2)}",
+                    fmt(r["aso_eps"], 2), f"{fmt(r['p_wilcoxon'], 3)} ({fmt(r['p_holm'], 3)})",
+                    f"{r['wins']}/{r['ties']}/{r['losses']}"] for _, r in table.iterrows()])
 
 
 def ranking(doc: Document, ranks: pd.DataFrame, friedman_p: float, summary: pd.DataFrame, metrics: list[str],
@@ -240,10 +242,10 @@ def devices(doc: Document, sweep: collect.Sweep, selected: pd.DataFrame, metrics
     doc.table(["loss", "pairs", *(f"Δ {m}" for m in metrics), "cpu fit s", "cuda fit s", "speed ratio"], out)
 
 
-def notes(doc: Document, selected: pd.DataFrame, losses: list[str], baseline: str, metrics: list[str],
-          s: Mapping[str, Any]) -> None:
+def notes(doc: Document, selected: pd.DataFrame, losses: list[str], reference: str, metrics: list[str],
+          s: Mapping[str, Any], extra: list[str] | None = None) -> None:
     doc.heading("Notes")
-    fallback = baseline_fallback(baseline, s)
+    fallback = reference_fallback(reference, s)
     items = [fallback] if fallback else []
     if "kl" in losses and "ce" in losses:
         smoothing = {str(v) for v in selected.loc[selected["loss"] == "kl"].get("param:loss.smoothing", pd.Series())}
@@ -258,9 +260,12 @@ def notes(doc: Document, selected: pd.DataFrame, losses: list[str], baseline: st
         else:
             items.append(f"kl ran with loss.smoothing = {', '.join(sorted(smoothing))}, so it differs from ce.")
     items += ["Seeds change the validation split, the initialisation and the batch order; the test file is the "
-              "same for all runs, so the intervals cover training variability, not the variability of a new test set.",
+              "same for all runs. The two-level intervals add the variability of a new test sample (the test "
+              "examples resampled); the seeds-only ones cover training variability alone.",
+              "Intervals and verdicts are per comparison at 95%, not adjusted for the number of losses (the Holm "
+              "columns are); with several losses, expect an occasional verdict from chance alone.",
               "Test metrics are taken at the epoch with the best validation macro-F1 (tag best_epoch). AUROC is "
               "macro one-vs-rest; ECE is top-label with 15 bins (the diagrams use fewer bins).",
               "Everything here is read back from the MLflow store (metrics, tags, params and each run's "
-              "evaluation/test_predictions.csv): `make report SWEEP_ID=<id>` rebuilds it."]
+              "evaluation/test_predictions.csv): `make report SWEEP_ID=<id>` rebuilds it.", *(extra or [])]
     doc.bullets(items)

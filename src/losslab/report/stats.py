@@ -1,8 +1,7 @@
-"""Statistics of a sweep: mean ± std with bootstrap intervals (``scipy.stats.bootstrap``, BCa), paired tests
-against a baseline, ranks.
+"""Statistics of a sweep over its seeds: mean ± std with t-intervals, paired tests against the reference, ranks.
 
-Every function takes plain arrays / frames and a ``numpy.random.Generator`` so the same store
-always gives the same report.
+These are the seeds-only statistics (the logged ``test/*`` metrics, one value per seed); the two-level
+intervals that also resample the test examples are ``losslab.report.bootstrap``'s.
 """
 
 from __future__ import annotations
@@ -21,46 +20,22 @@ def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
-def bootstrap_mean(values: np.ndarray, rng: np.random.Generator, resamples: int = 10000,
-                   confidence: float = 0.95) -> tuple[float, float, np.ndarray]:
-    """``scipy.stats.bootstrap`` of the mean (resampling the seeds): the BCa interval and the resampled means.
-
-    Values that are all equal give the point interval ``(v, v)``; where BCa is undefined for another
-    reason (a degenerate jackknife), the percentile interval of the same resamples is used.
-    ``(nan, nan, [])`` below 2 values.
-    """
-    import warnings
-
+def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean: mean ± t_{k-1} · sd / √k; ``(nan, nan)`` below 2 values."""
     from scipy import stats
 
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     if values.size < 2:
-        return math.nan, math.nan, np.array([])
-    if np.all(values == values[0]):
-        return float(values[0]), float(values[0]), np.full(resamples, values[0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", (RuntimeWarning, stats.DegenerateDataWarning))
-        result = stats.bootstrap((values,), np.mean, n_resamples=resamples, confidence_level=confidence,
-                                 method="BCa", vectorized=True, rng=rng)
-        low, high = result.confidence_interval
-        if math.isnan(low) or math.isnan(high):
-            result = stats.bootstrap((values,), np.mean, n_resamples=0, confidence_level=confidence,
-                                     method="percentile", vectorized=True, bootstrap_result=result, rng=rng)
-            low, high = result.confidence_interval
-    return float(low), float(high), np.asarray(result.bootstrap_distribution)
+        return math.nan, math.nan
+    mean, sd = float(values.mean()), float(values.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1)) * sd / math.sqrt(values.size)
+    return mean - half, mean + half
 
 
-def bootstrap_ci(values: np.ndarray, rng: np.random.Generator, resamples: int = 10000,
-                 confidence: float = 0.95) -> tuple[float, float]:
-    """BCa bootstrap interval of the mean over seeds (``bootstrap_mean``); ``(nan, nan)`` below 2 values."""
-    low, high, _ = bootstrap_mean(values, rng, resamples, confidence)
-    return low, high
-
-
-def summarize(frame: pd.DataFrame, metrics: list[str], rng: np.random.Generator, resamples: int = 10000,
-              confidence: float = 0.95, group: str = "loss") -> pd.DataFrame:
-    """One row per ``group`` value: ``n`` and, per metric, ``mean``, ``std`` (ddof 1), ``lo``, ``hi``."""
+def summarize(frame: pd.DataFrame, metrics: list[str], confidence: float = 0.95, group: str = "loss") -> pd.DataFrame:
+    """One row per ``group`` value: ``n`` and, per metric, ``mean``, ``std`` (ddof 1) and the seeds-only
+    t-interval ``ci_low_seeds``/``ci_high_seeds``."""
     rows = []
     for name, runs in frame.groupby(group, sort=False):
         row: dict[str, float | str | int] = {group: name, "n": len(runs)}
@@ -69,47 +44,42 @@ def summarize(frame: pd.DataFrame, metrics: list[str], rng: np.random.Generator,
             values = values[~np.isnan(values)]
             row[f"{metric}|mean"] = float(values.mean()) if values.size else math.nan
             row[f"{metric}|std"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
-            row[f"{metric}|lo"], row[f"{metric}|hi"] = bootstrap_ci(values, rng, resamples, confidence)
+            row[f"{metric}|ci_low_seeds"], row[f"{metric}|ci_high_seeds"] = t_interval(values, confidence)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 @dataclass
 class Paired:
-    """A loss against the baseline over the seeds both have."""
+    """A loss against the reference over the seeds both have (the logged metrics)."""
 
     n: int
-    mean_diff: float           # mean of (loss − baseline)
-    ci_low: float
+    mean_diff: float           # mean of (loss − reference)
+    ci_low: float              # t-interval of the mean difference (seeds only)
     ci_high: float
     p_wilcoxon: float          # two-sided exact Wilcoxon signed-rank (nan below 2 pairs)
     rank_biserial: float       # matched-pairs rank-biserial correlation, −1…1
     cohen_dz: float            # mean diff / std of diffs
-    p_better: float            # share of bootstrap resamples where the loss beats the baseline
     wins: int
     ties: int
     losses: int
     identical: bool            # every difference exactly 0
 
 
-def paired_comparison(values: pd.Series, baseline: pd.Series, rng: np.random.Generator, resamples: int = 10000,
-                      confidence: float = 0.95, higher_better: bool = True) -> Paired:
+def paired_comparison(values: pd.Series, reference: pd.Series, confidence: float = 0.95,
+                      higher_better: bool = True) -> Paired:
     """Pair two per-seed series (index = seed) and compare them."""
     from scipy import stats
 
-    both = pd.concat([values.rename("a"), baseline.rename("b")], axis=1).dropna()
+    both = pd.concat([values.rename("a"), reference.rename("b")], axis=1).dropna()
     diffs = (both["a"] - both["b"]).to_numpy(dtype=float)
     n = diffs.size
     if n == 0:
-        return Paired(0, *(math.nan,) * 6, 0, 0, 0, False)
-    sign = 1.0 if higher_better else -1.0
-    better = sign * diffs
+        return Paired(0, *(math.nan,) * 5, 0, 0, 0, False)
+    better = (1.0 if higher_better else -1.0) * diffs
     identical = bool(np.all(diffs == 0))
     wins, ties, losses = int((better > 0).sum()), int((better == 0).sum()), int((better < 0).sum())
-    # the paired bootstrap: resample the per-seed differences (seeds stay paired)
-    low, high, boot = bootstrap_mean(diffs, rng, resamples, confidence)
-    boot = sign * boot
-    p_better = float((boot > 0).mean() + 0.5 * (boot == 0).mean()) if boot.size else math.nan
+    low, high = t_interval(diffs, confidence)
     nonzero = diffs[diffs != 0]
     if identical:
         p_value, rank_biserial = 1.0, 0.0
@@ -121,26 +91,12 @@ def paired_comparison(values: pd.Series, baseline: pd.Series, rng: np.random.Gen
         p_value, rank_biserial = math.nan, math.nan
     std = diffs.std(ddof=1) if n > 1 else math.nan
     cohen_dz = float(diffs.mean() / std) if n > 1 and std > 0 else (0.0 if identical else math.nan)
-    return Paired(n, float(diffs.mean()), low, high, p_value, rank_biserial, cohen_dz, p_better, wins, ties, losses,
-                  identical)
+    return Paired(n, float(diffs.mean()), low, high, p_value, rank_biserial, cohen_dz, wins, ties, losses, identical)
 
 
 def wilcoxon_floor(n: int) -> float:
     """The smallest two-sided p-value an exact Wilcoxon test can give with ``n`` pairs (2 / 2**n)."""
     return 2.0 / 2**n if n > 0 else math.nan
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm–Bonferroni adjusted p-values (nan stays nan)."""
-    indexed = [(p, i) for i, p in enumerate(pvalues) if not math.isnan(p)]
-    indexed.sort()
-    adjusted = [math.nan] * len(pvalues)
-    running = 0.0
-    m = len(indexed)
-    for k, (p, i) in enumerate(indexed):
-        running = max(running, min(1.0, (m - k) * p))
-        adjusted[i] = running
-    return adjusted
 
 
 def rank_table(frame: pd.DataFrame, metric: str, group: str = "loss") -> tuple[pd.DataFrame, float]:
@@ -165,6 +121,9 @@ def select_variants(frame: pd.DataFrame, select_metric: str, group: str = "loss"
     if frame["variant"].nunique() <= 1:
         return frame
     means = frame.groupby([group, "variant"])[select_metric].mean().reset_index()
-    best = means.loc[means.groupby(group)[select_metric].idxmax()]
+    scored = means.dropna(subset=[select_metric])
+    best = scored.loc[scored.groupby(group)[select_metric].idxmax()]
     keep = set(zip(best[group], best["variant"]))
+    # a group without the metric (the linear baseline has no best_val/*) keeps all its runs
+    keep |= {(g, v) for g, v in zip(means[group], means["variant"]) if g not in set(scored[group])}
     return frame[[(g, v) in keep for g, v in zip(frame[group], frame["variant"])]]

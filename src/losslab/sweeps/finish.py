@@ -1,5 +1,5 @@
-"""The end of a sweep: the table of the losses, the comparison report (logged on the parent run), the
-parent closed, the champion registered.
+"""The end of a sweep: the table of the losses, the linear baseline (one child run per seed), the comparison
+report (logged on the parent run), the parent closed, the champion registered.
 
 The parent ends FINISHED when every child finished and the report was written, else FAILED
 with a ``sweep_error`` tag saying why; only a FINISHED sweep registers a champion.
@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from losslab.console import ignore_warning, verbose
 from losslab.sweeps.progress import duration, loss_table
@@ -21,8 +21,10 @@ from losslab.tracking.sweep_runs import SweepParent, child_runs, close_parent, s
 
 
 def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Path | None = None,
-                 failed: str | None = None, register: bool = False, model_name: str | None = None) -> Path | None:
-    """Print the loss table, write the report (optional), end ``parent``'s run, register the champion
+                 failed: str | None = None, register: bool = False, model_name: str | None = None,
+                 settings: Mapping[str, Any] | None = None, baseline: Mapping[str, Any] | None = None) -> Path | None:
+    """Print the loss table, train the linear baseline and write the report (optional; ``baseline``:
+    ``sweep.baseline``, ``settings``: ``sweep.report``), end ``parent``'s run, register the champion
     (optional); returns the report folder."""
     counts = status_counts(child_runs(parent.uri, parent.experiment_id, parent.run_id))
     problem = sweep_problem(counts, failed)
@@ -31,10 +33,12 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
         if failed is None and counts.get("FINISHED"):
             print_loss_table(parent)
         if report and counts.get("FINISHED"):
+            if baseline is None or baseline.get("enabled", True):
+                train_baseline(parent, baseline or {})
             from losslab.report.build import write_report
 
             out = write_report(parent.uri, sweep_id=parent.sweep_id, experiment_id=parent.experiment_id,
-                               reports_dir=reports_dir, log_to_parent=True)
+                               reports_dir=reports_dir, log_to_parent=True, settings=settings)
     except Exception as exc:
         import traceback
 
@@ -48,6 +52,40 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
     if register and problem is None:
         register_champion(parent.uri, parent.sweep_id, parent.experiment or None, model_name)
     return out
+
+
+def train_baseline(parent: SweepParent, settings: Mapping[str, Any]) -> None:
+    """The linear baseline on every seed of the sweep (``losslab.training.baseline``), one console line; a failure
+    is a warning (the report then says the baseline is missing), not a failed sweep."""
+    from losslab.training.baseline import run_baselines
+
+    started = time.perf_counter()
+    try:
+        done = run_baselines(parent.uri, parent.experiment_id, parent.run_id, parent.sweep_id,
+                             {k: v for k, v in settings.items() if k != "enabled"} or default_baseline())
+    except Exception as exc:  # noqa: BLE001 - the trainings and their report stand without it
+        print(f"warning: no linear baseline for sweep {parent.sweep_id}: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return
+    if not done:
+        return
+    fits = [fit for _, fit in done]
+    chosen = ", ".join(f"C={f.chosen.C:g}" + (f" {f.chosen.class_weight}" if f.chosen.class_weight else "")
+                       for f in fits)
+    print(f"linear baseline: {len(fits)} runs (seeds {', '.join(str(f.seed) for f in fits)}; chosen on validation: "
+          f"{chosen}) in {duration(time.perf_counter() - started)}", flush=True)
+
+
+def default_baseline() -> dict[str, Any]:
+    """``sweep.baseline`` of ``conf/sweep/_common.yaml`` (when the caller passed none)."""
+    from omegaconf import OmegaConf
+
+    from losslab.paths import config_dir
+
+    node = OmegaConf.load(config_dir() / "sweep" / "_common.yaml").sweep.baseline
+    settings = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(settings, dict)
+    return {k: v for k, v in settings.items() if k != "enabled"}
 
 
 def print_loss_table(parent: SweepParent) -> None:

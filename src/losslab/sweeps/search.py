@@ -133,5 +133,7 @@ def run_search(overrides: Sequence[str], jobs: int = 1) -> list[dict[str, Any]]:
         raise
     finally:
         finish_sweep(parent, report=bool(cfg.sweep.report.enabled) and failed is None,
-                     reports_dir=cfg.sweep.reports_dir, failed=failed, register=bool(cfg.sweep.register))
+                     reports_dir=cfg.sweep.reports_dir, failed=failed, register=bool(cfg.sweep.register),
+                     settings=OmegaConf.to_container(cfg.sweep.report, resolve=True),
+                     baseline=OmegaConf.to_container(cfg.sweep.baseline, resolve=True))
     return results
