@@ -21,6 +21,8 @@ def forest_plot(comparisons: Mapping[str, pd.DataFrame], reference: str, path: P
     from losslab.report.plots import _pyplot
 
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     panels = [(m, t) for m, t in comparisons.items() if len(t)]
     rows = max((len(t) for _, t in panels), default=1)
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(6.0 * max(len(panels), 1), 0.55 * rows + 1.6),
@@ -49,6 +51,7 @@ def forest_plot(comparisons: Mapping[str, pd.DataFrame], reference: str, path: P
         better = "right" if stats.higher_is_better(metric) else "left"
         ax.set_xlabel(f"Δ {metric} vs {reference} (loss − {reference}; better → {better})", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(6))
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from losslab.report import collect, stats
 from losslab.report.verdicts import per_seed
+from losslab.training.baseline import BASELINE
 from losslab.report.render import Document, fmt
 
 
@@ -43,16 +44,19 @@ def reference_fallback(reference: str, s: Mapping[str, Any]) -> str:
 
 def header(doc: Document, sweep: collect.Sweep, runs: pd.DataFrame, selected: pd.DataFrame, reference: str,
            s: Mapping[str, Any]) -> None:
-    def values(column: str) -> str:
-        col = f"param:{column}" if f"param:{column}" in selected else column
-        return ", ".join(sorted({str(v) for v in selected[col].dropna()})) if col in selected else "?"
+    trainings = selected[selected["model"] != BASELINE] if "model" in selected else selected
+
+    def values(column: str, frame: pd.DataFrame = trainings) -> str:
+        col = f"param:{column}" if f"param:{column}" in frame else column
+        return ", ".join(sorted({str(v) for v in frame[col].dropna()})) if col in frame else "?"
 
     status = ", ".join(f"{n} {k}" for k, n in runs["status"].value_counts().items())
     parent = sweep.parent.info.run_id if sweep.parent is not None else "none found (runs matched by tag)"
     seconds = sweep.parent.data.metrics.get("sweep_seconds") if sweep.parent is not None else None
     items = [f"Experiment **{sweep.experiment_name}** (id {sweep.experiment_id}) in `{sweep.uri}`; parent run "
              f"`{parent}`; tag `sweep_id={sweep.sweep_id}`.",
-             f"Runs: {len(runs)} ({status}); {len(selected)} finished trainings compared"
+             f"Runs: {len(runs)} ({status}); {len(trainings)} finished trainings compared"
+             + (f" and {len(selected) - len(trainings)} linear-baseline runs" if len(selected) > len(trainings) else "")
              + (f", {int((runs['phase'] == 'search').sum())} search trials not counted"
                 if (runs["phase"] == "search").any()
                 else "") + (f"; sweep wall time {seconds / 60:.1f} min" if seconds else "") + ".",
@@ -62,7 +66,7 @@ def header(doc: Document, sweep: collect.Sweep, runs: pd.DataFrame, selected: pd
              f"dropout {values('model.dropout')}; "
              f"lr {values('optimizer.lr')}, batch {values('data.batch_size')}, epochs {values('trainer.max_epochs')} "
              "(test metrics at the best-validation-macro-F1 epoch).",
-             f"Devices: {values('device')} ({values('device_name')}); git commit(s) "
+             f"Devices: {values('device', selected)} ({values('device_name', selected)}); git commit(s) "
              f"{', '.join(sorted({str(c)[:10] for c in selected['git_commit']}))}.",
              f"Every loss is compared with **{reference}**; intervals are {float(s['confidence']):.0%}: two-level "
              f"(seeds × test examples, {int(s['bootstrap'])} replicates, seed {s['rng_seed']}) in brackets, "

@@ -13,6 +13,7 @@ champion (ranked by ``best_val/f1_macro``) stays an MLP.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -99,9 +100,11 @@ def fit_seed(data_cfg: Mapping[str, Any], seed: int, settings: Mapping[str, Any]
     classes = dataset.num_classes
     candidates, models = [], []
     for class_weight in settings.get("class_weight", [None]) or [None]:
-        for c in settings.get("C", [1.0]):
-            model = LogisticRegression(C=float(c), class_weight=class_weight, max_iter=int(settings.get("max_iter",
-                                                                                                           2000)))
+        # C ascending, each fit warm-started from the previous solution: half the iterations of cold fits
+        model = LogisticRegression(class_weight=class_weight, max_iter=int(settings.get("max_iter", 2000)),
+                                   warm_start=True)
+        for c in sorted(float(c) for c in settings.get("C", [1.0])):
+            model.set_params(C=c)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
                 model.fit(x_train, dataset.train.y)
@@ -110,7 +113,7 @@ def fit_seed(data_cfg: Mapping[str, Any], seed: int, settings: Mapping[str, Any]
                                         float(f1_score(dataset.val.y, predicted, average="macro", zero_division=0)),
                                         float(accuracy_score(dataset.val.y, predicted)),
                                         not any(issubclass(w.category, ConvergenceWarning) for w in caught)))
-            models.append(model)
+            models.append(copy.deepcopy(model))
     best = choose(candidates)
     fitted = time.perf_counter()
     # the test split is featurized and scored only now, once, by the model the validation split chose
@@ -137,22 +140,21 @@ def scores(probs: np.ndarray, y: np.ndarray, prefix: str, class_names: list[str]
 def log_fit(uri: str, experiment_id: str, parent_run_id: str, sweep_id: str, fit: BaselineFit,
             data_cfg: Mapping[str, Any], settings: Mapping[str, Any], workdir: Path) -> str:
     """One FINISHED child run of ``parent_run_id`` holding ``fit``; returns its id."""
-    import platform
-
     import pandas as pd
     import sklearn
+    import torch
     import yaml
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    from losslab.tracking.runs import flatten_config, git_state
+    from losslab.tracking.runs import device_tags, flatten_config, git_state
     from losslab.training.evaluation import write_test_artifacts
 
     client = MlflowClient(uri)
     commit, dirty = git_state()
     tags = {"mlflow.parentRunId": parent_run_id, "sweep_id": sweep_id, "model": BASELINE, "loss": BASELINE,
             "seed": str(fit.seed), "dataset_md5": fit.dataset_md5, "dataset": str(data_cfg.get("name", "")),
-            "device": "cpu", "device_name": platform.processor() or platform.machine(), "git_commit": commit,
+            **device_tags(torch.device("cpu")), "git_commit": commit,
             "git_dirty": str(dirty).lower(), "sklearn_version": sklearn.__version__}
     run_id = client.create_run(experiment_id, run_name=f"{BASELINE}-s{fit.seed}",
                                tags=tags).info.run_id
