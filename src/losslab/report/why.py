@@ -295,6 +295,13 @@ def noise_part(doc: Document, runs: pd.DataFrame, losses: Sequence[str], levels:
     counts = pd.to_numeric(flipped.get("param:dataset.flipped_labels", pd.Series(dtype=float)), errors="coerce")
     per_level = flipped.assign(f=counts).groupby("noise")["f"].mean().dropna()
     best_high = means[high].dropna().idxmax()
+    spread = table[table["noise"] == high].groupby("loss")[primary].std(ddof=1).dropna()
+    seeds = int(table.groupby(["loss", "noise"]).size().min())
+    gap = float(drop.iloc[-1] - drop.iloc[0])
+    caution = ([f"Seed spread (std) at {high:g} noise: {spread.min():.3f}–{spread.max():.3f} with {seeds} seed(s) per "
+                f"loss; the drops span {gap:.3f}, "
+                + ("less than the largest spread: this ranking is not resolved, run more seeds before trusting it."
+                   if gap < spread.max() else "more than the largest spread.")] if len(spread) else [])
     least, most = drop.head(min(3, len(drop))), drop.iloc[min(3, len(drop)):].tail(2)
     doc.bullets([
         f"{primary} from {low:g} to {high:g} of the training labels flipped ({kind}): degrade least "
@@ -303,6 +310,7 @@ def noise_part(doc: Document, runs: pd.DataFrame, losses: Sequence[str], levels:
         + ".",
         f"At {high:g} noise the best {primary} is `{best_high}`'s ({means.loc[best_high, high]:.3f}); at {low:g} "
         f"it is `{means[low].idxmax()}`'s ({means[low].max():.3f}).",
+        *caution,
         *(["Labels flipped per run (dataset.flipped_labels, mean): "
            + ", ".join(f"{n:g} → {c:.0f}" for n, c in per_level.items()) + "."] if not per_level.empty else []),
     ])
