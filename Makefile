@@ -11,7 +11,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train test test-fast lint predict ui lock clean
+.PHONY: help setup data train test test-fast lint predict ui lock clean runs-check runs-sync
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,12 @@ predict: setup ## classify a text with a logged model: make predict RUN=<run id>
 
 ui: setup ## MLflow UI on the project store: make ui [PORT=5000]
 	$(PY) -m losslab.ops.ui --host $(HOST) --port $(PORT)
+
+runs-check: setup ## close runs left RUNNING by a dead process as KILLED (every command that opens the store does it too)
+	$(PY) -m losslab.tracking.liveness
+
+runs-sync: setup ## upload the results trainings kept on disk while the tracking server was down: make runs-sync [ARGS=<dir>]
+	$(PY) -m losslab.tracking.outbox $(ARGS)
 
 test: setup browser-deps postgres-deps slurm-deps ## run every test, slow end-to-end ones included (CI runs this)
 	$(PY) -m pytest
@@ -127,14 +133,22 @@ gpu-check: setup ## on a GPU machine: GPU tests (none may skip) + a 2-epoch trai
 # --- team setup: MLflow server on PostgreSQL, model registry and serving ------------------------
 # make server prints `export MLFLOW_TRACKING_URI=...` on stdout (eval "$$(make -s server)" sets it).
 MODEL ?=
-.PHONY: server server-stop server-status register serve postgres-deps
+AUTH ?=
+NAME ?=
+PERMISSION ?=
+.PHONY: server server-stop server-status server-user register serve postgres-deps
 
 postgres-deps: ## Debian postgresql for make server and its test (apt-get, only when missing)
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
 
-server: setup postgres-deps ## MLflow server on PostgreSQL under .run/, returns when up: make server [PORT=5000]
-	@$(PY) -m losslab.ops.server start $(if $(filter command line,$(origin PORT)),--port $(PORT))
+server: setup postgres-deps ## MLflow server on PostgreSQL under .run/, returns when up: make server [PORT=5000] [AUTH=1 [HOST=0.0.0.0]]
+	@$(PY) -m losslab.ops.server start $(if $(filter command line,$(origin PORT)),--port $(PORT)) \
+	  $(if $(filter-out 0 false no,$(AUTH)),--auth) $(if $(filter command line,$(origin HOST)),--host $(HOST))
+
+server-user: setup ## AUTH server: add a user, generated password, EDIT on the project: make server-user NAME=ana [PERMISSION=READ]
+	@test -n "$(NAME)" || { echo "usage: make server-user NAME=<user> [PERMISSION=READ|EDIT|MANAGE]" >&2; exit 2; }
+	@$(PY) -m losslab.ops.server user "$(NAME)" $(if $(PERMISSION),--permission $(PERMISSION))
 
 server-stop: setup ## stop exactly what make server started (the database and artifacts stay in .run/)
 	@$(PY) -m losslab.ops.server stop

@@ -41,8 +41,11 @@ def cli_command(argv: Sequence[str] | None = None, uri: str | None = None) -> li
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from losslab.tracking.liveness import close_dead_runs
+
     command = cli_command(argv)
     host, port = command[command.index("--host") + 1], command[command.index("--port") + 1]
+    close_dead_runs(command[command.index("--backend-store-uri") + 1])  # no run shown RUNNING for a dead process
     print(f"MLflow UI on http://{host}:{port}  (store: {command[command.index('--backend-store-uri') + 1]})")
     os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     os.execv(sys.executable, command)

@@ -25,9 +25,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 @friendly_exit
 def main(argv: Sequence[str] | None = None) -> None:
     from losslab.report.build import write_report
+    from losslab.tracking.liveness import close_dead_runs
 
     args = parse_args(argv)
     settings = {"reference": args.reference} if args.reference else None
+    close_dead_runs(args.tracking_uri or default_tracking_uri())  # a dead job's run is KILLED, not RUNNING, in it
     out = write_report(args.tracking_uri or default_tracking_uri(), sweep_id=args.sweep_id, experiment=args.experiment,
                        reports_dir=args.output, log_to_parent=not args.no_log, settings=settings)
     print(f"open {out / 'report.html'}")

@@ -13,6 +13,7 @@ import sys
 from typing import Any, Iterator, Mapping
 
 from losslab.paths import project_root
+from losslab.tracking import liveness, outbox
 from losslab.tracking.store import experiment_id_for
 
 
@@ -106,6 +107,8 @@ def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
     if resume_run_id:
         run = mlflow.start_run(run_id=resume_run_id)
         _keep_interruption(run)
+        with contextlib.suppress(Exception):  # this process now owns the run (see tracking.liveness)
+            mlflow.set_tags(liveness.process_tags())
     else:
         tags = dict(tags)
         if parent_run_id:
@@ -127,6 +130,8 @@ def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
         raise
     else:
         mlflow.end_run("FINISHED")
+    finally:
+        outbox.finish(run.info.run_id, uri)  # what waited on disk while the server was down goes up now, if it can
 
 
 def _keep_interruption(run: Any) -> None:

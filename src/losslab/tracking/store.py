@@ -17,8 +17,49 @@ from losslab.paths import default_tracking_uri
 
 
 def tracking_uri(cfg: Any | None = None) -> str:
+    """``tracking.uri`` → ``$MLFLOW_TRACKING_URI`` → the project's sqlite store; for a tracking server, this
+    process's MLflow HTTP retries are set from ``tracking.http`` (``configure_http``)."""
     configured = cfg.get("uri") if cfg is not None else None
-    return str(configured) if configured else default_tracking_uri()
+    uri = str(configured) if configured else default_tracking_uri()
+    configure_http(uri, cfg.get("http") if cfg is not None else None)
+    return uri
+
+
+# tracking.http key → the MLflow client's own environment variable (read at every request)
+HTTP_ENV = {"max_retries": "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "backoff_factor": "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+            "backoff_jitter": "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "timeout": "MLFLOW_HTTP_REQUEST_TIMEOUT"}
+_SET_BY_US: dict[str, str] = {}
+
+
+def http_settings(cfg_http: Any | None = None) -> dict[str, Any]:
+    """``tracking.http`` as given, else as in ``conf/tracking/mlflow.yaml``."""
+    if cfg_http is None:
+        from omegaconf import OmegaConf
+
+        from losslab.paths import config_dir
+
+        cfg_http = OmegaConf.load(config_dir() / "tracking" / "mlflow.yaml").get("http") or {}
+    return {str(k): v for k, v in dict(cfg_http).items()}
+
+
+def configure_http(uri: str, cfg_http: Any | None = None) -> None:
+    """For an ``http(s)://`` store: MLflow's retry settings (``MLFLOW_HTTP_REQUEST_*``) from ``tracking.http``.
+
+    A variable the user exported wins; values this function set earlier are replaced. MLflow retries a
+    failed request (refused connection, 408/429/5xx) ``max_retries`` times, waiting ``backoff_factor ·
+    2^(n-1)`` s (at most 120 s) plus up to ``backoff_jitter`` s before try n+1, each try at most ``timeout`` s.
+    """
+    import os
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    for key, value in http_settings(cfg_http).items():
+        name = HTTP_ENV.get(key)
+        if name is None or value is None:
+            continue
+        if name in os.environ and _SET_BY_US.get(name) != os.environ[name]:
+            continue  # exported by the user
+        os.environ[name] = _SET_BY_US[name] = str(value)
 
 
 def ensure_experiment(client: Any, name: str, uri: str) -> str:
@@ -92,13 +133,28 @@ def health_problem(uri: str, timeout: float = 2.0) -> str | None:
         return str(exc)
 
 
-def check_store(uri: str) -> None:
-    """Fail fast, with the fix, when the tracking store cannot be reached or written."""
+def check_store(uri: str, wait_s: float = 0.0) -> None:
+    """Fail fast, with the fix, when the tracking store cannot be reached or written.
+
+    ``wait_s`` > 0: a tracking server that does not answer is asked again for up to that long (a sweep's
+    jobs ride out a server restart) before failing.
+    """
+    import time
+
     from losslab.errors import ConfigError
 
     fix = "Set MLFLOW_TRACKING_URI (or tracking.uri) to a reachable, writable store, or unset it for the default."
     if uri.startswith(("http://", "https://")):
         problem = health_problem(uri, timeout=5.0)
+        deadline = time.monotonic() + wait_s
+        if problem and wait_s > 0:
+            import sys
+
+            print(f"note: tracking server {uri} does not answer ({problem}); waiting up to {wait_s:.0f} s",
+                  file=sys.stderr, flush=True)
+        while problem and time.monotonic() < deadline:
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+            problem = health_problem(uri, timeout=5.0)
         if problem:
             raise ConfigError(f"tracking server {uri} is unreachable ({problem}). Start it (make server) or: {fix}")
     elif (db := sqlite_path(uri)) is not None:

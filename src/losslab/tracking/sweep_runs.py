@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from losslab.tracking.liveness import close_dead_runs_once, process_tags
 from losslab.tracking.runs import git_state
 from losslab.tracking.store import experiment_id_for, search_all
 
@@ -49,10 +50,11 @@ def start_parent(uri: str, experiment: str, name: str, params: Mapping[str, Any]
     from mlflow.tracking import MlflowClient
 
     experiment_id = experiment_id_for(uri, experiment)
+    close_dead_runs_once(uri)  # runs left RUNNING by a dead process (KILLED, one note: line each)
     sweep_id = new_sweep_id(name)
     commit, dirty = git_state()
     tags = {"sweep_id": sweep_id, "sweep_name": name, SWEEP_ROLE_TAG: PARENT_ROLE, "git_commit": commit,
-            "git_dirty": str(dirty).lower()}
+            "git_dirty": str(dirty).lower(), **process_tags()}  # its children's heartbeats keep it alive
     client = MlflowClient(uri)
     run = client.create_run(experiment_id, run_name=f"sweep-{sweep_id}", tags=tags)
     for key, value in (params or {}).items():

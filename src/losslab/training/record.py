@@ -14,12 +14,13 @@ if TYPE_CHECKING:
 
 
 def run_tags(cfg: DictConfig, fs: "FeatureSet") -> dict[str, str]:
-    """Loss, seed, code and data versions, the stack's versions and any ``tracking.tags``."""
-    from losslab.tracking import runs
+    """Loss, seed, code and data versions, the stack's versions, where it runs and any ``tracking.tags``."""
+    from losslab.tracking import liveness, runs
 
     commit, dirty = runs.git_state()
     return {"loss": str(cfg.loss.name), "seed": str(cfg.seed), "git_commit": commit, "git_dirty": str(dirty).lower(),
             "dataset_md5": fs.dataset_md5, "dataset": str(cfg.data.name), **runs.environment_tags(),
+            **liveness.process_tags(),  # host, pid, its start time, a first heartbeat (dead runs get closed)
             **{str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}}
 
 

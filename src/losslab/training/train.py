@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from losslab.console import ignore_warning, verbose
 from losslab.errors import ConfigError, TrainingInterrupted, friendly_exit
@@ -51,8 +51,8 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
     import pytorch_lightning  # noqa: F401  (here, so that time/imports_seconds counts it)
 
     from losslab.data.featureset import build_feature_set
-    from losslab.tracking import runs, store
-    from losslab.training import preemption, record
+    from losslab.tracking import liveness, outbox, runs, store
+    from losslab.training import durability, preemption, record
     from losslab.training.build import build_parts, check_config, make_trainer
 
     timings = {"imports": time.perf_counter() - started}
@@ -63,9 +63,13 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
     check_config(cfg)
     output_dir = Path(output_dir)
     uri = store.tracking_uri(cfg.tracking)
-    store.check_store(uri)
+    outbox.install(uri)  # a tracking server: writes that still fail after MLflow's retries wait in pending/
+    in_sweep = bool(cfg.tracking.get("parent_run_id"))
+    store.check_store(uri, wait_s=float(OmegaConf.select(cfg, "tracking.http.server_wait_s") or 0) if in_sweep else 0)
     if not resume_run_id:
         store.experiment_id_for(uri, str(cfg.tracking.experiment))  # creates the store once, before any work
+    if not in_sweep:  # a sweep closed dead runs when it started
+        liveness.close_dead_runs_once(uri, cfg.tracking.get("heartbeat_max_age_s"))
     mark = time.perf_counter()
     fs = features if features is not None else build_feature_set(cfg.data, cfg.features, int(cfg.seed))
     if talk:
@@ -76,6 +80,7 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
     with runs.mlflow_run(uri, str(cfg.tracking.experiment), str(cfg.tracking.run_name), record.run_tags(cfg, fs),
                          parent_run_id=cfg.tracking.get("parent_run_id"), resume_run_id=resume_run_id) as run:
         run_id = run.info.run_id
+        outbox.watch(run_id, output_dir, uri)
         if not resume_run_id:
             record.log_run_inputs(cfg, fs, output_dir)
         trainer, stopper = make_trainer(cfg, output_dir, run_id, uri, show_epochs=talk, parts=parts)
@@ -83,7 +88,8 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
 
         interrupted_ckpt = output_dir / "checkpoints" / "interrupted.ckpt"
         start = time.perf_counter()
-        trainer.fit(parts.module, parts.train, parts.val, ckpt_path=str(interrupted_ckpt) if resume_run_id else None)
+        resume_from = durability.resume_checkpoint(output_dir) if resume_run_id else None  # interrupted or last
+        trainer.fit(parts.module, parts.train, parts.val, ckpt_path=str(resume_from) if resume_from else None)
         fit_seconds = time.perf_counter() - start
         if trainer.world_size > 1:  # DDP: each rank saw its own share of every epoch (ShardAcrossRanks)
             mlflow.log_params({"ddp.world_size": trainer.world_size,
@@ -127,6 +133,8 @@ def quiet_third_party() -> None:
     # Lightning's hint on any host where SLURM is installed but this process was not started by srun
     # (a local run or a local sweep); jobs sent to SLURM (LAUNCHER=slurm) run under it anyway.
     ignore_warning(r"The `srun` command is available on your system but is not used")
+    # callbacks.last_checkpoint is a second ModelCheckpoint; the first (best validation) is the one meant, by design.
+    ignore_warning(r'`\.test\(ckpt_path="best"\)` is called with Trainer configured with multiple')
 
 
 _HEAP_FROZEN = False
@@ -157,13 +165,13 @@ def _epoch_of(checkpoint: object) -> str:
 def resume(run_id: str, cfg: DictConfig | None = None) -> TrainResult:
     """Continue interrupted run ``run_id`` from its checkpoint, with the config it was started with."""
     from losslab.tracking import runs, store
+    from losslab.training.durability import resume_checkpoint
 
     uri = store.tracking_uri(cfg.tracking if cfg is not None else None)
     logged, output_dir = runs.resume_info(uri, run_id)
-    checkpoint = Path(output_dir) / "checkpoints" / "interrupted.ckpt"
-    if not checkpoint.is_file():
-        raise ConfigError(f"resume={run_id}: no checkpoint at {checkpoint} (the run was not interrupted by "
-                          "SIGINT/SIGTERM, or its output directory was removed).")
+    if resume_checkpoint(output_dir) is None:
+        raise ConfigError(f"resume={run_id}: no interrupted.ckpt or last.ckpt in {Path(output_dir) / 'checkpoints'} "
+                          "(the run stopped before its first epoch ended, or its output directory was removed).")
     logged.tracking.uri = uri
     return train(logged, output_dir, resume_run_id=run_id)
 
