@@ -64,3 +64,46 @@ def test_macro_f1_counts_only_present_classes_like_sklearn():
     assert macro_f1(y, pred, 3) == pytest.approx(f1_score(y, pred, average="macro"))
     metrics = label_metrics(y, pred, ["a", "b", "c"])
     assert metrics["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro")) and metrics["f1_c"] == 0.0
+
+
+@pytest.mark.slow
+def test_a_training_tunes_on_validation_logs_test_tuned_and_the_bundle_applies_the_rule(compose, tiny_binary, tmp_path):
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from conftest import data_overrides
+    from losslab.serving.bundle import Predictor, download_bundle
+    from losslab.training.train import train
+
+    cfg = compose(*data_overrides(tiny_binary), "data.class_names=[calm,aggressive]", "data.batch_size=auto",
+                  "trainer.max_epochs=auto", "diagnostics=false", "model.dropout=0.3")
+    result = train(cfg, tmp_path / "out")
+    client = MlflowClient(result.tracking_uri)
+    run = client.get_run(result.run_id)
+    metrics, params = run.data.metrics, run.data.params
+    # auto sizes: 144 training rows → batch 32, 5 steps per epoch → 40 epochs, logged as numbers
+    assert params["data.batch_size"] == "32" and params["trainer.max_epochs"] == "40"
+    assert len(client.get_metric_history(result.run_id, "val/f1_macro")) == 40
+    assert 0.0 < metrics["val/threshold"] <= 1.0 and "val_tuned/f1_minority" in metrics
+    for key in ("test_tuned/f1_aggressive", "test_tuned/f1_calm", "test_tuned/f1_macro", "test_tuned/accuracy"):
+        assert key in metrics and key in result.test_metrics, key
+    evaluation = {a.path for a in client.list_artifacts(result.run_id, "evaluation")}
+    assert {"evaluation/confusion_matrix_tuned.png", "evaluation/classification_report_tuned.txt"} <= evaluation
+
+    bundle = download_bundle(result.run_id, result.tracking_uri)
+    rule = json.loads((bundle / "losslab_model.json").read_text())["operating_point"]
+    assert rule["kind"] == "threshold" and rule["threshold"] == pytest.approx(metrics["val/threshold"])
+    predictor = Predictor.load(bundle)
+    assert predictor.operating_point == rule
+    texts = ["eres un idiota maldito @pepe", "gracias amigos feliz", "hola", "maldito", "amigos idiota"]
+    probs = predictor.predict_proba(texts)
+    positive = rule["positive"]
+    expected = [predictor.class_names[positive if p[positive] >= rule["threshold"] else 1 - positive] for p in probs]
+    assert predictor.predict(texts) == expected
+    assert predictor.predict(texts, "argmax") == [predictor.class_names[i] for i in probs.argmax(1)]
+    # the tuned test metrics are the rule applied to the test predictions the run wrote
+    rows = np.loadtxt(tmp_path / "out" / "artifacts" / "evaluation" / "test_predictions.csv", delimiter=",", skiprows=1)
+    y_test, p_test = rows[:, 0].astype(int), rows[:, 2:]
+    tuned = np.where(p_test[:, positive] >= rule["threshold"] - 1e-6, positive, 1 - positive)
+    assert metrics["test_tuned/f1_macro"] == pytest.approx(f1_score(y_test, tuned, average="macro"), abs=0.02)

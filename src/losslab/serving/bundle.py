@@ -23,21 +23,35 @@ from losslab.errors import LosslabError
 from losslab.data.features import Featurizer
 from losslab.model.losses import probabilities
 from losslab.model.network import PReLUMLP
+from losslab.model.operating_point import apply_rule
 from losslab.data.text import Normalizer
 
 META_FILE = "losslab_model.json"
 FORMAT_VERSION = 1
+OPERATING_POINTS = ("tuned", "argmax")
+
+
+def describe_rule(rule: dict[str, Any] | None) -> str:
+    """``p(aggressive) >= 0.312 (max validation f1_minority)``, ``log-prob offsets ...`` or ``argmax``."""
+    if not rule:
+        return "argmax"
+    if rule["kind"] == "threshold":
+        return (f"p({rule.get('class_name', rule['positive'])}) >= {rule['threshold']:.4g} "
+                f"(max validation {rule['metric']})")
+    return "log-prob offsets " + ", ".join(f"{v:+.2f}" for v in rule["offsets"]) + " (max validation f1_macro)"
 
 
 def save_bundle(directory: str | Path, *, featurizer: Featurizer, net: PReLUMLP, class_names: Sequence[str],
-                normalizer: Normalizer, model_params: dict[str, Any], activation: str) -> Path:
-    """Write the four bundle files into ``directory``."""
+                normalizer: Normalizer, model_params: dict[str, Any], activation: str,
+                operating_point: dict[str, Any] | None = None) -> Path:
+    """Write the four bundle files into ``directory`` (``operating_point``: the rule chosen on validation)."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     featurizer.save(out)
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, out / "network.pt")
     info = {"format_version": FORMAT_VERSION, "class_names": list(class_names), "normalizer": normalizer.to_dict(),
-            "in_features": featurizer.vocabulary_size, "model": dict(model_params), "activation": activation}
+            "in_features": featurizer.vocabulary_size, "model": dict(model_params), "activation": activation,
+            "operating_point": operating_point}
     (out / META_FILE).write_text(json.dumps(info, indent=2, ensure_ascii=False))
     return out
 
@@ -51,6 +65,7 @@ class Predictor:
     featurizer: Featurizer
     net: PReLUMLP
     activation: str
+    operating_point: dict[str, Any] | None = None  # the decision rule chosen on validation; None = argmax
 
     @classmethod
     def load(cls, directory: str | Path) -> "Predictor":
@@ -62,7 +77,8 @@ class Predictor:
         net = PReLUMLP(info["in_features"], len(info["class_names"]), **info["model"])
         net.load_state_dict(torch.load(path / "network.pt", map_location="cpu", weights_only=True))
         net.eval()
-        return cls(info["class_names"], Normalizer(**info["normalizer"]), featurizer, net, info["activation"])
+        return cls(info["class_names"], Normalizer(**info["normalizer"]), featurizer, net, info["activation"],
+                   info.get("operating_point"))
 
     @torch.no_grad()
     def logits(self, x: Any, batch_size: int = 4096) -> torch.Tensor:
@@ -79,20 +95,27 @@ class Predictor:
             chunks.append(probabilities(self.logits(x, batch_size), self.activation).numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.class_names)), dtype=np.float32)
 
-    def predict_table(self, texts: Sequence[str]) -> Any:
-        """A pandas DataFrame, one row per text: ``class`` (the most probable class name) and
-        ``p_<class name>`` (float) for every class — what the CLI and the served pyfunc return."""
+    def labels(self, probs: np.ndarray, operating_point: str = "tuned") -> np.ndarray:
+        """Class indices: the bundle's rule chosen on validation (``tuned``; argmax if it has none) or ``argmax``."""
+        if operating_point not in OPERATING_POINTS:
+            raise LosslabError(f"operating_point={operating_point!r}: one of {', '.join(OPERATING_POINTS)}.")
+        return apply_rule(probs, self.operating_point if operating_point == "tuned" else None)
+
+    def predict_table(self, texts: Sequence[str], operating_point: str = "tuned") -> Any:
+        """A pandas DataFrame, one row per text: ``class`` (under the tuned rule unless ``operating_point="argmax"``)
+        and ``p_<class name>`` (float) for every class — what the CLI and the served pyfunc return."""
         import pandas as pd
 
         probs = self.predict_proba(texts)
-        frame = pd.DataFrame({"class": pd.Series([self.class_names[i] for i in probs.argmax(axis=1)], dtype=object)})
+        predicted = self.labels(probs, operating_point)
+        frame = pd.DataFrame({"class": pd.Series([self.class_names[i] for i in predicted], dtype=object)})
         for j, name in enumerate(self.class_names):
             frame[f"p_{name}"] = probs[:, j].astype(float)
         return frame
 
-    def predict(self, texts: Sequence[str]) -> list[str]:
-        """The most probable class name per text."""
-        return list(self.predict_table(texts)["class"])
+    def predict(self, texts: Sequence[str], operating_point: str = "tuned") -> list[str]:
+        """The class name per text (the tuned rule unless ``operating_point="argmax"``)."""
+        return list(self.predict_table(texts, operating_point)["class"])
 
 
 def download_bundle(run_id: str, tracking_uri: str) -> Path:

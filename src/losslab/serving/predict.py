@@ -27,6 +27,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--input", type=Path, help="CSV/TSV/JSONL file of texts")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--output", type=Path, help="write predictions as CSV here (default: print)")
+    parser.add_argument("--operating-point", choices=["tuned", "argmax"], default="tuned",
+                        help="tuned (default): the decision rule the run chose on validation; argmax: the most "
+                             "probable class")
     return parser.parse_args(argv)
 
 
@@ -43,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise LosslabError("nothing to classify: give --text '...' or --input file.csv.")
     uri = args.tracking_uri or default_tracking_uri()
     predictor = Predictor.load(args.model_dir if args.model_dir else download_bundle(args.run, uri))
-    table = predictor.predict_table(texts)
+    table = predictor.predict_table(texts, args.operating_point)
     if args.output:
         table.insert(0, "text", texts)
         table.rename(columns={"class": "predicted"}).to_csv(args.output, index=False)

@@ -8,6 +8,7 @@ width, the classes and their counts, the run id and the output directory.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,12 +40,45 @@ def check_config(cfg: DictConfig) -> None:
     """Reject settings no object checks itself (the network, loss and optimizer validate their own)."""
     checks = [
         (cfg.optimizer.lr > 0, f"optimizer.lr={cfg.optimizer.lr} must be > 0"),
-        (cfg.trainer.max_epochs >= 1, f"trainer.max_epochs={cfg.trainer.max_epochs} must be >= 1"),
-        (cfg.data.batch_size >= 1, f"data.batch_size={cfg.data.batch_size} must be >= 1"),
+        (_size_ok(cfg.trainer.max_epochs), f"trainer.max_epochs={cfg.trainer.max_epochs} must be >= 1 or auto"),
+        (_size_ok(cfg.data.batch_size), f"data.batch_size={cfg.data.batch_size} must be >= 1 or auto"),
     ]
     problems = [msg for ok, msg in checks if not ok]
     if problems:
         raise ConfigError("; ".join(problems) + ". Fix the override or the file in conf/.")
+
+
+def _size_ok(value: Any) -> bool:
+    return value == AUTO if isinstance(value, str) else value >= 1
+
+
+AUTO = "auto"
+AUTO_MIN_STEPS, AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 200, 10, 100
+
+
+def auto_batch_size(n_train: int) -> int:
+    """``clip(2^floor(log2(N / 10)), 32, 256)``: about ten batches per epoch, within 32..256 rows."""
+    if n_train < 20:
+        return 32
+    return int(min(256, max(32, 2 ** math.floor(math.log2(n_train / 10)))))
+
+
+def auto_max_epochs(n_train: int, batch_size: int) -> int:
+    """Epochs giving at least ``AUTO_MIN_STEPS`` optimiser steps: ``max(10, ceil(200 / steps per epoch))``,
+    at most ``AUTO_MAX_EPOCHS`` (the best-validation checkpoint is the one kept either way)."""
+    steps = max(1, math.ceil(n_train / batch_size))
+    return int(min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, math.ceil(AUTO_MIN_STEPS / steps))))
+
+
+def resolve_sizes(cfg: DictConfig, n_train: int) -> dict[str, int]:
+    """Replace ``data.batch_size: auto`` / ``trainer.max_epochs: auto`` in ``cfg`` by the numbers the training-set
+    size gives (explicit numbers are kept); returns the resolved ones, so the logged config shows what ran."""
+    resolved: dict[str, int] = {}
+    if cfg.data.batch_size == AUTO:
+        resolved["data.batch_size"] = cfg.data.batch_size = auto_batch_size(n_train)
+    if cfg.trainer.max_epochs == AUTO:
+        resolved["trainer.max_epochs"] = cfg.trainer.max_epochs = auto_max_epochs(n_train, int(cfg.data.batch_size))
+    return resolved
 
 
 def plain(node: Any) -> Any:

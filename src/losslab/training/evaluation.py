@@ -55,8 +55,9 @@ def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: S
 
 
 def write_test_artifacts(directory: Path, probs: np.ndarray, y_true: np.ndarray, class_names: Sequence[str],
-                         title: str = "") -> list[Path]:
-    """confusion_matrix.png, classification_report.txt/.json and test_predictions.csv."""
+                         title: str = "", rule: dict | None = None) -> list[Path]:
+    """confusion_matrix.png, classification_report.txt/.json and test_predictions.csv (argmax); with a ``rule``
+    (the operating point chosen on validation) also confusion_matrix_tuned.png, classification_report_tuned.*."""
     directory.mkdir(parents=True, exist_ok=True)
     y_pred = probs.argmax(axis=1)
     text, as_dict = classification_report(y_true, y_pred, class_names)
@@ -67,5 +68,17 @@ def write_test_artifacts(directory: Path, probs: np.ndarray, y_true: np.ndarray,
     np.savetxt(directory / "test_predictions.csv", rows, delimiter=",", header=header, comments="",
                fmt=["%d", "%d"] + ["%.6f"] * len(class_names))
     png = plot_confusion_matrix(y_true, y_pred, class_names, directory / "confusion_matrix.png", title)
-    return [png, directory / "classification_report.txt", directory / "classification_report.json",
-            directory / "test_predictions.csv"]
+    written = [png, directory / "classification_report.txt", directory / "classification_report.json",
+               directory / "test_predictions.csv"]
+    if rule:
+        from losslab.serving.bundle import describe_rule
+        from losslab.model.operating_point import apply_rule
+
+        tuned = apply_rule(probs, rule)
+        text, as_dict = classification_report(y_true, tuned, class_names)
+        (directory / "classification_report_tuned.txt").write_text(f"operating point: {describe_rule(rule)}\n\n{text}")
+        (directory / "classification_report_tuned.json").write_text(json.dumps(as_dict | {"rule": rule}, indent=2))
+        written += [plot_confusion_matrix(y_true, tuned, class_names, directory / "confusion_matrix_tuned.png",
+                                          f"{title or 'test'} — {describe_rule(rule)}"),
+                    directory / "classification_report_tuned.txt", directory / "classification_report_tuned.json"]
+    return written

@@ -69,12 +69,13 @@ def log_artifacts(cfg: DictConfig, fs: "FeatureSet", parts: "Parts", directory: 
     module = parts.module
     probs = np.concatenate([p.numpy() for p in module.test_probs])
     targets = np.concatenate([t.numpy() for t in module.test_targets])
+    rule = getattr(module, "operating_point", None)  # chosen on validation (training.operating)
     write_test_artifacts(directory / "evaluation", probs, targets, fs.class_names,
-                         title=f"{cfg.tracking.run_name} — test")
+                         title=f"{cfg.tracking.run_name} — test", rule=rule)
     model_params = {k: v for k, v in module.hparams.model.items() if not str(k).startswith("_")}
     save_bundle(directory / "model", featurizer=fs.featurizer, net=module.net.cpu(), class_names=fs.class_names,
                 normalizer=Normalizer(**dict(cfg.data.normalize)), model_params=model_params,
-                activation=module.loss.activation)
+                activation=module.loss.activation, operating_point=rule)
     mlflow.log_artifacts(str(directory / "evaluation"), "evaluation")
     mlflow.log_artifacts(str(directory / "model"), "model")
 

@@ -52,8 +52,8 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
 
     from losslab.data.featureset import build_feature_set
     from losslab.tracking import liveness, outbox, runs, store
-    from losslab.training import durability, preemption, record
-    from losslab.training.build import build_parts, check_config, make_trainer
+    from losslab.training import durability, operating, preemption, record
+    from losslab.training.build import build_parts, check_config, make_trainer, resolve_sizes
 
     timings = {"imports": time.perf_counter() - started}
     _freeze_heap_once()
@@ -72,6 +72,7 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
         liveness.close_dead_runs_once(uri, cfg.tracking.get("heartbeat_max_age_s"))
     mark = time.perf_counter()
     fs = features if features is not None else build_feature_set(cfg.data, cfg.features, int(cfg.seed))
+    auto_sized = resolve_sizes(cfg, len(fs.y["train"]))  # data.batch_size / trainer.max_epochs: auto → numbers
     if talk:
         record.print_data_notes(fs.stats)
     parts = build_parts(cfg, fs)
@@ -85,6 +86,8 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
             record.log_run_inputs(cfg, fs, output_dir)
         trainer, stopper = make_trainer(cfg, output_dir, run_id, uri, show_epochs=talk, parts=parts)
         mlflow.set_tags(runs.device_tags(trainer.strategy.root_device) | runs.slurm_tags())
+        if auto_sized:  # the params show the numbers; this tag says they came from the training-set size
+            mlflow.set_tag("auto_sized", ", ".join(f"{k}={v}" for k, v in auto_sized.items()))
 
         interrupted_ckpt = output_dir / "checkpoints" / "interrupted.ckpt"
         start = time.perf_counter()
@@ -105,6 +108,9 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
         trainer.test(parts.module, parts.test, ckpt_path="best", verbose=False)
         timings |= {"fit": fit_seconds, "test": time.perf_counter() - mark}
         test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        _, tuned = operating.tune(cfg, fs, parts)  # the decision rule, chosen on validation with the best checkpoint
+        mlflow.log_metrics(tuned)
+        test_metrics |= {k: v for k, v in tuned.items() if k.startswith("test_tuned/")}
         checkpoint = trainer.checkpoint_callback
         best_val = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
         epochs_run = trainer.current_epoch - stopper.start_epoch  # after a resume: only this process's epochs
