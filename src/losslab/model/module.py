@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from losslab.data.batches import Batch
 from losslab.errors import ConfigError
 from losslab.model.losses import build_loss
-from losslab.model.metrics import flatten, make_metrics
+from losslab.model.metrics import absent_classes, flatten, make_metrics
 
 
 class NonFiniteLossError(RuntimeError):
@@ -43,6 +43,8 @@ class TextClassifier(pl.LightningModule):
         self.test_probs: list[torch.Tensor] = []
         self.test_targets: list[torch.Tensor] = []
         self._epoch_loss, self._epoch_samples = torch.zeros(()), 0  # the epoch's summed train loss, samples
+        self._val_targets: list[torch.Tensor] = []  # the first validation pass's targets, for absent_classes
+        self.notes: dict[str, list[str]] = {}  # stage → classes with no example there (macro metrics skip them)
 
     def forward(self, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         return self.net(indices, offsets, weights)
@@ -91,6 +93,8 @@ class TextClassifier(pl.LightningModule):
         loss = self.loss(logits, y)
         probs = self.loss.probabilities(logits)
         (self.val_metrics if stage == "val" else self.test_metrics).update(probs, y)
+        if stage == "val" and "val" not in self.notes:
+            self._val_targets.append(y.detach().cpu())
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
         return probs
 
@@ -100,6 +104,9 @@ class TextClassifier(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.log_dict(flatten(self.val_metrics.compute(), "val", self.class_names))
         self.val_metrics.reset()
+        if "val" not in self.notes and self._val_targets:
+            self._note_absent("val", torch.cat(self._val_targets))
+            self._val_targets = []
 
     def on_test_epoch_start(self) -> None:
         self.test_probs, self.test_targets = [], []
@@ -121,6 +128,23 @@ class TextClassifier(pl.LightningModule):
             for name in ("test_probs", "test_targets"):
                 local = torch.cat(getattr(self, name)).to(self.device)
                 setattr(self, name, [interleave([t.cpu() for t in gather_all_tensors(local)])])
+        if self.test_targets:
+            self._note_absent("test", torch.cat(self.test_targets))
+
+    def _note_absent(self, stage: str, targets: torch.Tensor) -> None:
+        """Name the classes with no example in this split: a note on stderr and an ``absent_classes.<stage>`` tag."""
+        absent = absent_classes(targets, self.class_names)
+        self.notes[stage] = absent
+        if not absent or self.global_rank != 0:
+            return
+        import sys
+
+        print(f"note: no {stage} example of class(es) {', '.join(absent)}: macro metrics average over the "
+              f"{len(self.class_names) - len(absent)} classes present (as scikit-learn); "
+              f"{stage}/f1_<absent class> reads 0", file=sys.stderr)
+        logger = self.logger
+        if logger is not None and getattr(logger, "run_id", None) and hasattr(logger.experiment, "set_tag"):
+            logger.experiment.set_tag(logger.run_id, f"absent_classes.{stage}", ", ".join(absent))
 
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.hparams.optimizer, self.parameters())
