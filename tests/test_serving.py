@@ -148,12 +148,15 @@ def _post(url: str, payload: dict) -> dict:
         return json.loads(response.read())
 
 
-def test_make_serve_answers_two_texts_with_classes_and_probabilities(quick_sweep, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def served(quick_sweep, tmp_path_factory):  # noqa: F811
+    """``make serve`` of the sweep's champion on a free port (one server for this module's HTTP tests)."""
     port = free_port()
+    logs = tmp_path_factory.mktemp("serve")
     env = {k: v for k, v in os.environ.items() if k != "LOSSLAB_DEBUG"} | {"MLFLOW_TRACKING_URI": quick_sweep.uri}
-    log = open(tmp_path / "serve.log", "wb")
+    log = open(logs / "serve.log", "wb")
     command = [sys.executable, "-m", "losslab.serving.registry", "serve", "--model", MODEL, "--port", str(port)]
-    server = subprocess.Popen(command, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log,
+    server = subprocess.Popen(command, env=env, cwd=logs, stdin=subprocess.DEVNULL, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -165,9 +168,8 @@ def test_make_serve_answers_two_texts_with_classes_and_probabilities(quick_sweep
                         break
             except (urllib.error.URLError, OSError):
                 time.sleep(0.5)
-        assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-        answer = _post(base + "/invocations", {"inputs": TEXTS})
-        records = _post(base + "/invocations", {"dataframe_records": [{"text": t} for t in TEXTS]})
+        assert server.poll() is None, (logs / "serve.log").read_text()[-3000:]
+        yield base
     finally:
         try:
             os.killpg(server.pid, signal.SIGTERM)
@@ -178,6 +180,11 @@ def test_make_serve_answers_two_texts_with_classes_and_probabilities(quick_sweep
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         log.close()
+
+
+def test_make_serve_answers_two_texts_with_classes_and_probabilities(served):
+    answer = _post(served + "/invocations", {"inputs": TEXTS})
+    records = _post(served + "/invocations", {"dataframe_records": [{"text": t} for t in TEXTS]})
     predictions = answer["predictions"]
     assert len(predictions) == 2 and records["predictions"] == predictions
     for row in predictions:
@@ -185,3 +192,35 @@ def test_make_serve_answers_two_texts_with_classes_and_probabilities(quick_sweep
         assert set(probs) == {"aggressive", "calm"}
         assert row["class"] == max(probs, key=probs.get)
         assert abs(sum(probs.values()) - 1) < 1e-5 and all(0 <= p <= 1 for p in probs.values())
+
+
+BAD_PAYLOADS = {  # payload: what the one-line reason must say
+    "a number": ({"inputs": 5}, "got a number at row 0: 5"),
+    "a list of numbers": ({"inputs": [1, 2.5, 3]}, "got a number at row 0: 1"),
+    "a text then a number": ({"inputs": ["hola", 7]}, "got a number at row 1: 7"),
+    "a boolean": ({"inputs": [True]}, "got a boolean at row 0: True"),
+    "nested objects as records": ({"dataframe_records": [{"text": {"a": {"b": 1}}}]}, "got an object at row 0"),
+    "nested object as inputs": ({"inputs": {"a": {"b": 1}}}, "expects a single n-dimensional array"),
+    "a number in a text column": ({"dataframe_split": {"columns": ["text"], "data": [[3]]}}, "got a number"),
+}
+
+
+def _post_status(url: str, payload: object) -> tuple[int, dict]:
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PAYLOADS))
+def test_make_serve_answers_400_with_a_one_line_reason_to_payloads_that_are_not_texts(served, case):
+    payload, reason = BAD_PAYLOADS[case]
+    status, body = _post_status(served + "/invocations", payload)
+    assert status == 400, body
+    assert "predictions" not in body
+    last_line = body["message"].splitlines()[-1]  # MLflow puts the parsed data first; the reason is the last line
+    assert reason in last_line, body["message"]
+    ok, fine = _post_status(served + "/invocations", {"inputs": ["hola", None]})  # still serving; None = empty text
+    assert ok == 200 and len(fine["predictions"]) == 2

@@ -5,7 +5,8 @@ file and reads the losslab bundle (JSON + ``.npz`` + a weights-only state dict) 
 ``losslab.serving.bundle.Predictor`` — no pickled object anywhere. ``losslab.serving.registry`` logs it once,
 for the run it registers, with the run's ``model/`` bundle as the artifact ``bundle``.
 
-Input: a DataFrame with a ``text`` column (or a single column), a list of strings, or one string.
+Input: a DataFrame with a ``text`` column (or a single column), a list of strings, or one string;
+anything else (numbers, nested lists or objects) → ``MlflowException`` INVALID_PARAMETER_VALUE (HTTP 400).
 Output: a DataFrame, one row per text: ``class`` and ``p_<class name>`` for every class.
 Over HTTP (``mlflow models serve``)::
 
@@ -26,7 +27,13 @@ TEXT_COLUMN = "text"
 
 
 def texts_of(model_input: Any) -> list[str]:
-    """Raw texts from whatever the pyfunc was given (DataFrame, Series, array, list, str)."""
+    """Raw texts from whatever the pyfunc was given (DataFrame, Series, array, list, str).
+
+    Anything that is not text — a number, a boolean, a nested list or object — is refused with
+    MLflow's ``MlflowException`` (``INVALID_PARAMETER_VALUE``), which ``mlflow models serve`` answers
+    with HTTP 400 and this one-line reason, instead of classifying ``str(5)``. A missing value
+    (None/NaN) is an empty text.
+    """
     import pandas as pd
 
     if isinstance(model_input, pd.DataFrame):
@@ -35,15 +42,43 @@ def texts_of(model_input: Any) -> list[str]:
         elif model_input.shape[1] == 1:
             column = model_input.iloc[:, 0]
         else:
-            raise ValueError(f"expected a '{TEXT_COLUMN}' column, got columns {list(model_input.columns)}")
+            raise bad_input(f"expected a '{TEXT_COLUMN}' column (or a single column of texts), got columns "
+                            f"{[str(c) for c in model_input.columns]}")
         values = column.tolist()
     elif isinstance(model_input, str):
         values = [model_input]
     elif isinstance(model_input, dict) and TEXT_COLUMN in model_input:
-        values = list(model_input[TEXT_COLUMN])
-    else:
+        values = model_input[TEXT_COLUMN]
+        values = [values] if isinstance(values, str) else list(values)
+    elif isinstance(model_input, (list, tuple, pd.Series)) or hasattr(model_input, "tolist"):
         values = list(model_input.tolist() if hasattr(model_input, "tolist") else model_input)
-    return ["" if v is None else str(v) for v in values]
+    else:
+        raise bad_input(f"expected texts (a string or a list of strings), got {type(model_input).__name__}")
+    return [_text(value, row) for row, value in enumerate(values)]
+
+
+def _text(value: Any, row: int) -> str:
+    import math
+
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "tolist"):  # numpy scalars and arrays as plain Python values
+        value = value.tolist()
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    kind = ("a boolean" if isinstance(value, bool) else "a number" if isinstance(value, (int, float, complex))
+            else "a list" if isinstance(value, (list, tuple)) else "an object" if isinstance(value, dict)
+            else f"a {type(value).__name__}")
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise bad_input(f"expected texts (strings), got {kind} at row {row}: {shown}")
+
+
+def bad_input(reason: str) -> Exception:
+    """MLflow's own exception for a bad request: the scoring server turns it into HTTP 400 with ``reason``."""
+    from mlflow.exceptions import INVALID_PARAMETER_VALUE, MlflowException
+
+    return MlflowException(" ".join(reason.split()), error_code=INVALID_PARAMETER_VALUE)
 
 
 class TextClassifierModel(PythonModel):

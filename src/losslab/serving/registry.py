@@ -97,12 +97,15 @@ def save_pyfunc(bundle_dir: Path, out_dir: Path) -> Path:
     import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
 
     from losslab.serving import pyfunc_model
     from losslab.serving.bundle import Predictor
 
     class_names = Predictor.load(bundle_dir).class_names
-    signature = ModelSignature(inputs=Schema([ColSpec("string")]),  # one unnamed column: a list of raw texts
+    # One unnamed column of raw texts, declared "any": a "string" column makes MLflow cast a JSON number to
+    # "5" before the model sees it; the pyfunc checks every value is a text itself (texts_of → HTTP 400).
+    signature = ModelSignature(inputs=Schema([ColSpec(AnyType())]),
                                outputs=Schema([ColSpec("string", "class")]
                                               + [ColSpec("double", f"p_{name}") for name in class_names]))
     import losslab
