@@ -69,8 +69,9 @@ def _deepsig() -> Any:
 
 def aso_epsilon(loss: np.ndarray, reference: np.ndarray, higher_better: bool = True, iterations: int = 200,
                 seed: int = 0, confidence: float = 0.95) -> float:
-    """deepsig's ASO ε_min that ``loss``'s scores (over seeds) stochastically dominate ``reference``'s: near 0
-    = ``loss`` is better on (almost) every seed's draw, 0.5 = no order, near 1 = the reference is."""
+    """deepsig's ASO ε_min for "``loss``'s scores (over seeds) stochastically dominate ``reference``'s": an upper
+    bound on the violation of that order — near 0: ``loss`` almost stochastically dominates (deepsig suggests
+    ε_min < 0.2); near 1: it does not (the reference may)."""
     a, b = np.asarray(loss, dtype=float), np.asarray(reference, dtype=float)
     if a.size < 2 or b.size < 2:
         return math.nan

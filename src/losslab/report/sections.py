@@ -134,9 +134,10 @@ def paired(doc: Document, comparisons: Mapping[str, pd.DataFrame], reference: st
                   "(rule above); from seeds: the seeds' share of the variance of Δ; p boot: two-level bootstrap "
                   "p-value of Δ = 0, Holm-adjusted over the losses; Bayes (verdict metrics only): baycomp's Bayesian "
                   f"signed-rank test over the seeds with the same ROPE, P({reference} better / within ROPE / loss "
-                  "better); ASO (verdict metrics only): deepsig's Almost Stochastic Order ε_min that the loss's seed "
-                  "scores dominate the reference's (< 0.5: the loss tends to be better, > 0.5: the reference; it "
-                  "compares the two sets of scores, not pairs); Wilcoxon: "
+                  "better; it sees the seeds only, not the test sample); ASO (verdict metrics only): deepsig's "
+                  "Almost Stochastic Order ε_min, an upper bound on how far \"the loss's seed scores dominate the "
+                  "reference's\" is violated (< 0.2, deepsig's suggested threshold: the loss almost stochastically "
+                  "dominates; near 1: it does not; it compares the two sets of scores, not pairs); Wilcoxon: "
                   f"exact signed-rank p, Holm-adjusted; W/T/L: seeds better/tied/worse. With {n} pairs the "
                   f"exact Wilcoxon test cannot go below p = {stats.wilcoxon_floor(n):.4f}.", note=True)
     for metric, table in comparisons.items():
