@@ -150,3 +150,13 @@ def label_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[
            "f1_macro": macro_f1(y_true, y_pred, k)}
     out |= {f"f1_{metric_key(c)}": float(v) for c, v in zip(class_names, f1)}
     return out
+
+
+def describe_rule(rule: dict[str, Any] | None) -> str:
+    """``p(aggressive) >= 0.312 (max validation f1_minority)``, ``log-prob offsets ...`` or ``argmax``."""
+    if not rule:
+        return "argmax"
+    if rule["kind"] == "threshold":
+        return (f"p({rule.get('class_name', rule['positive'])}) >= {rule['threshold']:.4g} "
+                f"(max validation {rule['metric']})")
+    return "log-prob offsets " + ", ".join(f"{v:+.2f}" for v in rule["offsets"]) + " (max validation f1_macro)"

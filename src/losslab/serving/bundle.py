@@ -31,15 +31,6 @@ FORMAT_VERSION = 1
 OPERATING_POINTS = ("tuned", "argmax")
 
 
-def describe_rule(rule: dict[str, Any] | None) -> str:
-    """``p(aggressive) >= 0.312 (max validation f1_minority)``, ``log-prob offsets ...`` or ``argmax``."""
-    if not rule:
-        return "argmax"
-    if rule["kind"] == "threshold":
-        return (f"p({rule.get('class_name', rule['positive'])}) >= {rule['threshold']:.4g} "
-                f"(max validation {rule['metric']})")
-    return "log-prob offsets " + ", ".join(f"{v:+.2f}" for v in rule["offsets"]) + " (max validation f1_macro)"
-
 
 def save_bundle(directory: str | Path, *, featurizer: Featurizer, net: PReLUMLP, class_names: Sequence[str],
                 normalizer: Normalizer, model_params: dict[str, Any], activation: str,

@@ -71,8 +71,7 @@ def write_test_artifacts(directory: Path, probs: np.ndarray, y_true: np.ndarray,
     written = [png, directory / "classification_report.txt", directory / "classification_report.json",
                directory / "test_predictions.csv"]
     if rule:
-        from losslab.serving.bundle import describe_rule
-        from losslab.model.operating_point import apply_rule
+        from losslab.model.operating_point import apply_rule, describe_rule
 
         tuned = apply_rule(probs, rule)
         text, as_dict = classification_report(y_true, tuned, class_names)
