@@ -113,14 +113,14 @@ def power_table(doc: Document, comparisons: Mapping[str, pd.DataFrame], verdict_
 
 
 def baseline_section(doc: Document, selected: pd.DataFrame, summary: pd.DataFrame,
-                     comparisons: Mapping[str, pd.DataFrame], verdict_metrics: Sequence[str], reference: str,
-                     enabled_note: str = "") -> None:
+                     comparisons: Mapping[str, pd.DataFrame], verdict_metrics: Sequence[str], reference: str) -> None:
     """The linear baseline: its scores against the reference and the MLP's best, its choice of C, its cost."""
     doc.heading("Linear baseline")
     runs = selected[selected["model"] == BASELINE] if "model" in selected else selected.iloc[0:0]
     if runs.empty:
-        doc.paragraph("This sweep has no linear-baseline run" + (f" ({enabled_note})" if enabled_note else "")
-                      + ": the MLP's gain over a linear model is not measured here.")
+        doc.paragraph("This sweep has no linear-baseline run (it ran with `sweep.baseline.enabled=false`, the "
+                      "baseline failed — the sweep's console says why — or the sweep predates it): the MLP's gain "
+                      "over a linear model is not measured here.")
         return
     by_loss = summary.set_index("loss")
     mlp = summary[summary["loss"] != BASELINE]
