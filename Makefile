@@ -168,10 +168,11 @@ serve: setup ## serve models:/<MODEL>@champion on 127.0.0.1: make serve [MODEL=l
 # make slurm prints `export SLURM_CONF=...` on stdout (eval "$$(make -s slurm)" sets it).
 .PHONY: slurm slurm-stop slurm-status slurm-deps
 
-slurm-deps: ## Debian slurm-wlm + munge for make slurm and its tests (apt-get, only when missing)
-	@test -x /usr/sbin/slurmctld -a -x /usr/sbin/slurmd -a -x /usr/sbin/munged -a -x /usr/bin/sbatch || { \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends slurm-wlm munge; }
+slurm-deps: ## Debian slurm-wlm, munge, slurmdbd + mariadb-server for make slurm and its tests (apt-get, when missing)
+	@test -x /usr/sbin/slurmctld -a -x /usr/sbin/slurmd -a -x /usr/sbin/munged -a -x /usr/bin/sbatch \
+	  -a -x /usr/sbin/slurmdbd -a -x /usr/sbin/mariadbd || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    slurm-wlm munge slurmdbd mariadb-server; }
 
 slurm: setup slurm-deps ## start munged + slurmctld + slurmd under .run/slurm/, return when the node is idle
 	@$(PY) -m losslab.ops.slurm start

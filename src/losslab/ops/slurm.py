@@ -10,23 +10,20 @@ memory, one default partition, loopback ports picked at start), creates a munge 
 and starts ``munged`` on its own socket, then ``slurmctld`` and ``slurmd``; it returns once
 ``sinfo`` shows the node idle and prints ``export SLURM_CONF=<run_dir>/slurm.conf`` on stdout
 (everything else goes to stderr, so ``eval "$(make -s slurm)"`` works). Process ids go to
-``<run_dir>/slurm.json``; ``stop`` cancels the cluster's jobs, then stops exactly those three
-daemons (a munged or SLURM already on this machine is left alone: this cluster uses its own
-socket, ports and folders). Settings: ``conf/slurm.yaml``.
-
-There is no accounting database (slurmdbd): ``sacct`` answers "accounting storage is disabled"
-and submitit, which polls it, falls back on the jobs' result files (it says so in a warning).
+``<run_dir>/slurm.json``; ``stop`` cancels the cluster's jobs, then stops exactly the daemons it
+started (a munged, SLURM or database already on this machine is left alone: this cluster uses its
+own sockets, ports and folders). With ``accounting: true`` (the default) a private MariaDB and
+slurmdbd keep the jobs' records, so ``sacct`` answers as on a real cluster (submitit follows its
+jobs with it): ``losslab.ops.accounting``. Settings: ``conf/slurm.yaml``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +34,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from losslab.errors import ConfigError, LosslabError, friendly_exit
-from losslab.ops.server import free_port, pid_alive
+from losslab.ops import accounting
+from losslab.ops.daemons import is_ours, log_tail, running, start_forking, terminate
+from losslab.ops.server import free_port
 from losslab.paths import config_dir, project_root
 
 STATE_FILE = "slurm.json"
@@ -60,6 +59,9 @@ class SlurmState:
     slurmd_pid: int
     run_dir: str
     started_at: float
+    db_pid: int = 0          # MariaDB and slurmdbd (accounting: true)
+    dbd_pid: int = 0
+    db_data: str = ""
 
 
 def settings(**overrides: Any) -> Any:
@@ -114,8 +116,10 @@ def node_resources(cfg: Any) -> tuple[int, int]:
     return cpus, int(total_kb / 1024 * 0.9)
 
 
-def render_conf(cfg: Any, run_dir: Path, node: str, munge_socket: Path, ctld_port: int, slurmd_port: int) -> str:
-    """The slurm.conf of a one-node cluster: every path in ``run_dir``, loopback ports, no accounting database."""
+def render_conf(cfg: Any, run_dir: Path, node: str, munge_socket: Path, ctld_port: int, slurmd_port: int,
+                accounting_lines: dict[str, Any] | None = None) -> str:
+    """The slurm.conf of a one-node cluster: every path in ``run_dir``, loopback ports; accounting through
+    ``accounting_lines`` (slurmdbd), else none."""
     import getpass
 
     user = getpass.getuser()
@@ -129,7 +133,8 @@ def render_conf(cfg: Any, run_dir: Path, node: str, munge_socket: Path, ctld_por
         "ProctrackType": "proctrack/linuxproc", "TaskPlugin": "task/none", "MpiDefault": "none",
         "SelectType": "select/cons_tres", "SelectTypeParameters": "CR_Core_Memory",
         "SchedulerParameters": f"sched_interval={int(cfg.sched_interval_s)}",
-        "JobAcctGatherType": "jobacct_gather/none", "AccountingStorageType": "accounting_storage/none",
+        "JobAcctGatherType": "jobacct_gather/none",
+        **(accounting_lines or {"AccountingStorageType": "accounting_storage/none"}),
         "JobCompType": "jobcomp/filetxt", "JobCompLoc": run_dir / "log" / "jobcomp.txt",
         "ReturnToService": 2, "KillWait": int(cfg.kill_wait_s), "MailProg": "/bin/true",
         "StateSaveLocation": run_dir / "state", "SlurmdSpoolDir": spool,
@@ -165,28 +170,6 @@ def write_state(run_dir: Path, state: SlurmState) -> None:
     (run_dir / STATE_FILE).write_text(json.dumps(asdict(state), indent=2) + "\n")
 
 
-def _log_tail(path: Path, chars: int = 2500) -> str:
-    return f"\n--- {path} ---\n{path.read_text(errors='replace')[-chars:]}" if path.is_file() else ""
-
-
-def _daemon(command: list[str], pid_file: Path, log: Path, timeout: float, env: dict[str, str]) -> int:
-    """Run a daemon that forks into the background; returns the pid it writes to ``pid_file``."""
-    pid_file.unlink(missing_ok=True)
-    result = subprocess.run(command, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
-    name = Path(command[0]).name
-    if result.returncode != 0:
-        said = (result.stderr or result.stdout).strip()
-        raise LosslabError(f"{name} did not start (exit {result.returncode}): {said}" + _log_tail(log))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError, ValueError):
-            pid = int(pid_file.read_text().split()[0])
-            if pid_alive(pid):
-                return pid
-        time.sleep(0.1)
-    raise LosslabError(f"{name} wrote no live pid to {pid_file} within {timeout:.0f} s" + _log_tail(log))
-
-
 def start_munged(bins: dict[str, str], run_dir: Path, munge_socket: Path, timeout: float) -> int:
     """munged with a key and a socket of this cluster's own (a system munged, if any, is not touched)."""
     key_dir = run_dir / "munge"
@@ -203,7 +186,7 @@ def start_munged(bins: dict[str, str], run_dir: Path, munge_socket: Path, timeou
                           f"`chmod o+x {closed[0]}`, or set run_dir in conf/slurm.yaml (make slurm) / --run-dir "
                           "to a folder under one they can.")
     log = key_dir / "munged.log"
-    return _daemon([bins["munged"], f"--socket={munge_socket}", f"--key-file={key}", f"--log-file={log}",
+    return start_forking([bins["munged"], f"--socket={munge_socket}", f"--key-file={key}", f"--log-file={log}",
                     f"--pid-file={key_dir / 'munged.pid'}", f"--seed-file={key_dir / 'munged.seed'}"],
                    key_dir / "munged.pid", log, timeout, dict(os.environ))
 
@@ -229,20 +212,31 @@ def start(cfg: Any) -> SlurmState:
     conf = run_dir / "slurm.conf"
     ctld_port = int(cfg.slurmctld_port) if cfg.slurmctld_port else free_port()
     slurmd_port = int(cfg.slurmd_port) if cfg.slurmd_port else free_port()
-    conf.write_text(render_conf(cfg, run_dir, node, munge_socket, ctld_port, slurmd_port))
+    dbd_port, db_port = free_port(), free_port()
+    extra = accounting.slurm_conf_lines(dbd_port, munge_socket) if cfg.accounting else None
+    acct_bins = accounting.binaries(str(cfg.sbin_dir)) if cfg.accounting else {}
+    conf.write_text(render_conf(cfg, run_dir, node, munge_socket, ctld_port, slurmd_port, extra))
     state = SlurmState(str(conf), str(cfg.cluster_name), node, str(cfg.partition), str(munge_socket), 0, 0, 0,
                        str(run_dir), time.time())
     timeout = float(cfg.start_timeout)
     env = slurm_env(conf)
-    try:
+    try:  # the state file is written after each daemon: a failed start is still stoppable
         state.munged_pid = start_munged(bins, run_dir, munge_socket, timeout)
-        write_state(run_dir, state)  # after each daemon: a failed start is still stoppable
-        # -c: a fresh controller state each start (no jobs or node flags from an earlier session)
-        state.slurmctld_pid = _daemon([bins["slurmctld"], "-c", "-f", str(conf)], run_dir / "slurmctld.pid",
-                                      run_dir / "log" / "slurmctld.log", timeout, env)
         write_state(run_dir, state)
-        state.slurmd_pid = _daemon([bins["slurmd"], "-f", str(conf)], run_dir / "slurmd.pid",
-                                   run_dir / "log" / "slurmd.log", timeout, env)
+        if cfg.accounting:
+            state.db_pid, password = accounting.start_database(acct_bins, run_dir, short / "db" / "mysqld.sock",
+                                                               db_port, timeout)
+            state.db_data = str(run_dir / "db" / "data")
+            write_state(run_dir, state)
+            accounting.write_dbd_conf(run_dir, node, dbd_port, db_port, password, munge_socket)
+            state.dbd_pid = accounting.start_dbd(acct_bins, run_dir, env, float(cfg.accounting_timeout))
+            write_state(run_dir, state)
+        # its saved state carries the job id counter on: job ids are never reused (sacct keys on them)
+        state.slurmctld_pid = start_forking([bins["slurmctld"], "-f", str(conf)], run_dir / "slurmctld.pid",
+                                            run_dir / "log" / "slurmctld.log", timeout, env)
+        write_state(run_dir, state)
+        state.slurmd_pid = start_forking([bins["slurmd"], "-f", str(conf)], run_dir / "slurmd.pid",
+                                         run_dir / "log" / "slurmd.log", timeout, env)
         write_state(run_dir, state)
         wait_ready(state, timeout)
     except BaseException:
@@ -251,7 +245,8 @@ def start(cfg: Any) -> SlurmState:
     cpus, memory = node_resources(cfg)
     print(f"SLURM cluster '{cfg.cluster_name}': node {node} ({cpus} CPUs, {memory} MB), partition '{cfg.partition}', "
           f"slurmctld :{ctld_port} (pid {state.slurmctld_pid}), slurmd :{slurmd_port} (pid {state.slurmd_pid}), "
-          f"munged (pid {state.munged_pid}); ready in {time.monotonic() - t0:.1f} s; logs in {run_dir / 'log'}",
+          f"munged (pid {state.munged_pid}), accounting {'slurmdbd + MariaDB' if cfg.accounting else 'off'}; "
+          f"ready in {time.monotonic() - t0:.1f} s; logs in {run_dir / 'log'}",
           file=sys.stderr)
     return state
 
@@ -266,7 +261,7 @@ def wait_ready(state: SlurmState, timeout: float) -> None:
         time.sleep(0.3)
     run_dir = Path(state.run_dir)
     raise LosslabError(f"node {state.node} not idle after {timeout:.0f} s (sinfo says {seen or 'nothing'})"
-                       + _log_tail(run_dir / "log" / "slurmctld.log") + _log_tail(run_dir / "log" / "slurmd.log"))
+                       + log_tail(run_dir / "log" / "slurmctld.log") + log_tail(run_dir / "log" / "slurmd.log"))
 
 
 def cancel_jobs(state: SlurmState, timeout: float) -> list[str]:
@@ -289,43 +284,23 @@ def cancel_jobs(state: SlurmState, timeout: float) -> list[str]:
     return jobs
 
 
-def _ours(pid: int, name: str, marker: str) -> bool:
-    """Whether ``pid`` is still the daemon we started (its name, and our conf/socket on its command line)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return pid > 0 and name in cmdline and marker in cmdline
-
-
-def _terminate(pid: int, timeout: float) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and pid_alive(pid):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    if pid_alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
 def stop(run_dir: Path, timeout: float = 30.0) -> list[str]:
     """Cancel the jobs, then stop slurmd, slurmctld and munged as recorded in ``run_dir/slurm.json``."""
     state = read_state(run_dir)
     if state is None:
         return []
     stopped = []
-    if state.slurmctld_pid and pid_alive(state.slurmctld_pid):
+    if state.slurmctld_pid and running(state.slurmctld_pid):
         jobs = cancel_jobs(state, timeout)
         if jobs:
             stopped.append(f"{len(jobs)} job(s) cancelled ({', '.join(jobs)})")
     for name, pid, marker in (("slurmd", state.slurmd_pid, state.slurm_conf),
                               ("slurmctld", state.slurmctld_pid, state.slurm_conf),
+                              ("slurmdbd", state.dbd_pid, state.slurm_conf),
+                              ("mariadbd", state.db_pid, state.db_data or "-"),
                               ("munged", state.munged_pid, state.munge_socket)):
-        if _ours(pid, name, marker):
-            _terminate(pid, timeout)
+        if is_ours(pid, name, marker):
+            terminate(pid, timeout)
             stopped.append(f"{name} (pid {pid})")
     (run_dir / STATE_FILE).unlink(missing_ok=True)
     short = socket_dir_of(run_dir)
@@ -384,8 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"not running (no {run_dir / STATE_FILE})", file=sys.stderr)
         return 1
     seen = node_state(state)
-    alive = {name: pid_alive(pid) for name, pid in zip(DAEMONS, (state.munged_pid, state.slurmctld_pid,
-                                                                  state.slurmd_pid))}
+    pids = {"munged": state.munged_pid, "slurmdbd": state.dbd_pid, "mariadbd": state.db_pid,
+            "slurmctld": state.slurmctld_pid, "slurmd": state.slurmd_pid}
+    alive = {name: running(pid) for name, pid in pids.items() if pid}
     print(f"cluster '{state.cluster_name}': node {state.node} {seen or 'does NOT answer'}; "
           + ", ".join(f"{name} {'running' if up else 'NOT running'}" for name, up in alive.items()), file=sys.stderr)
     up = bool(seen) and all(alive.values())
