@@ -69,6 +69,8 @@ def test_macro_f1_counts_only_present_classes_like_sklearn():
 @pytest.mark.slow
 def test_a_training_tunes_on_validation_logs_test_tuned_and_the_bundle_applies_the_rule(compose, tiny_binary, tmp_path):
     import json
+    import subprocess
+    import sys
 
     from mlflow.tracking import MlflowClient
 
@@ -102,6 +104,12 @@ def test_a_training_tunes_on_validation_logs_test_tuned_and_the_bundle_applies_t
     expected = [predictor.class_names[positive if p[positive] >= rule["threshold"] else 1 - positive] for p in probs]
     assert predictor.predict(texts) == expected
     assert predictor.predict(texts, "argmax") == [predictor.class_names[i] for i in probs.argmax(1)]
+    for flag, want in (("tuned", expected), ("argmax", predictor.predict(texts, "argmax"))):
+        done = subprocess.run([sys.executable, "-m", "losslab.serving.predict", "--model-dir", str(bundle),
+                               "--operating-point", flag, *[a for t in texts for a in ("--text", t)]],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert [json.loads(line)["class"] for line in done.stdout.splitlines()] == want, flag
     # the tuned test metrics are the rule applied to the test predictions the run wrote
     rows = np.loadtxt(tmp_path / "out" / "artifacts" / "evaluation" / "test_predictions.csv", delimiter=",", skiprows=1)
     y_test, p_test = rows[:, 0].astype(int), rows[:, 2:]
