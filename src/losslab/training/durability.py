@@ -46,7 +46,10 @@ class Heartbeat(pl.Callback):
             return  # not logging to MLflow
         start = time.perf_counter()
         try:
-            logger.experiment.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+            if len(tags) == 1:  # the per-epoch beat: MLflow's cheapest write (one tag upsert)
+                logger.experiment.set_tag(run_id, *next(iter(tags.items())))
+            else:
+                logger.experiment.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         except Exception as exc:  # noqa: BLE001  (a missed beat must not stop the training)
             if not self._warned:
                 print(f"note: heartbeat of run {run_id} not written ({type(exc).__name__}); training goes on",
@@ -69,8 +72,12 @@ class Heartbeat(pl.Callback):
             self._write(trainer, {HEARTBEAT_TAG: str(now_ms())})
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` so that readers only ever see the old file or the complete new one."""
+def atomic_torch_save(obj: Any, path: Path, fsync: bool = True) -> None:
+    """``torch.save`` to ``path`` so that readers only ever see the old file or the complete new one.
+
+    The rename alone already survives a killed process; ``fsync`` (file, then folder) also survives a
+    power cut or a kernel crash, for about 15 ms more per MEX-A3T checkpoint (17 MB).
+    """
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,11 +88,14 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
         with open(tmp, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if not fsync:
+        return
     folder = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(folder)  # the rename itself survives a power cut
@@ -100,9 +110,10 @@ class LastCheckpoint(ModelCheckpoint):
     ``checkpoint_callback`` (the first one: ``conf/callbacks/default.yaml`` lists it first), and runs first, so
     its updated best score is part of the state saved here."""
 
-    def __init__(self, dirpath: str | None = None, every_n_epochs: int = 1) -> None:
+    def __init__(self, dirpath: str | None = None, every_n_epochs: int = 1, fsync: bool = True) -> None:
         super().__init__(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True, save_weights_only=False,
                          every_n_epochs=every_n_epochs, enable_version_counter=False)
+        self.fsync = fsync
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -127,7 +138,7 @@ class LastCheckpoint(ModelCheckpoint):
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)  # what save_checkpoint dumps
         if trainer.is_global_zero:
-            atomic_torch_save(checkpoint, Path(filepath))
+            atomic_torch_save(checkpoint, Path(filepath), fsync=self.fsync)
         trainer.strategy.barrier("LastCheckpoint")
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
