@@ -109,7 +109,7 @@ def report_markdown(params: Any, results: dict[str, dict[str, float]], summary: 
         lines += ["Rows: " + ", ".join(f"{k} {v['rows']}" for k, v in splits.items()) +
                   f" (details in `reports/data.md`). Model: PReLU MLP, hidden {params.model.hidden}, "
                   f"depth {params.model.depth}, dropout {params.model.dropout}; seed {params.seed}; "
-                  f"{params.trainer.max_epochs} epochs, test metrics from the best validation macro-F1 epoch.", ""]
+                  f"{_epochs(params.trainer.max_epochs)}, test metrics from the best validation macro-F1 epoch.", ""]
         shares = class_shares(splits)
         if shares:
             lines += [f"Class shares: {shares}. A prior that differs between train and test moves the "
@@ -215,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"compare: {len(summary['losses'])} losses, best by validation macro-F1: {summary['best']['loss']} "
           f"-> {args.report}")
     return 0
+
+
+def _epochs(value: object) -> str:
+    """``10 epochs``, or for ``auto`` the rule (training/build.py: from the training-set size; 10 on MEX-A3T)."""
+    return "epochs from the training-set size (auto)" if str(value) == "auto" else f"{value} epochs"
 
 
 if __name__ == "__main__":
