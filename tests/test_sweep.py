@@ -45,13 +45,17 @@ def sweeper_params(name: str) -> dict[str, list[str]]:
     return out
 
 
-def test_the_four_sweeps_exist():
-    assert available_sweeps() == ["grid", "losses", "quick", "search"]
+def test_the_sweeps_exist():
+    assert available_sweeps() == ["grid", "losses", "noise", "quick", "search"]
 
 
-def test_losses_sweep_is_every_loss_times_five_seeds():
+def test_losses_sweep_is_the_lecture_losses_and_their_variants_times_five_seeds():
+    """The default sweep: the lecture's four losses as they are used in practice (stable forms) and the
+    three common variants; the lecture's literal forms (*_lecture, *_probs) and the robust losses have
+    their own sweep (noise) and every loss runs with make train ARGS="loss=<name>"."""
     params = sweeper_params("losses")
-    assert sorted(params["loss"]) == sorted(LOSSES) and params["seed"] == ["0", "1", "2", "3", "4"]
+    assert sorted(params["loss"]) == ["bce", "ce", "ce_smooth", "ce_weighted", "focal", "kl", "mse"]
+    assert set(params["loss"]) <= set(LOSSES) and params["seed"] == ["0", "1", "2", "3", "4"]
     assert list(params)[0] == "seed", "seeds outermost: each split is featurized once per process"
 
 
