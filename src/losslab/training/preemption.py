@@ -40,9 +40,11 @@ def restarts() -> int:
 
 
 def remember(output_dir: str | Path, run_id: str) -> None:
-    """Inside a SLURM job: note in the job's output folder which run its checkpoint belongs to."""
+    """Inside a SLURM job: note in the job's output folder which run its checkpoint belongs to (rank 0's run)."""
+    from losslab.tracking.runs import process_rank
+
     job = slurm_job_id()
-    if job:
+    if job and process_rank() == 0:
         path = Path(output_dir) / "checkpoints" / MARKER
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"run_id": run_id, "slurm_job_id": job}) + "\n")
@@ -66,10 +68,14 @@ def requeued_run(output_dir: str | Path) -> str | None:
 
 def request_requeue(signal_name: str | None, max_requeues: int | None = None) -> bool:
     """After a notice signal inside a SLURM job: ``scontrol requeue`` this job (within ``max_requeues``)."""
+    from losslab.tracking.runs import process_rank
+
     job = slurm_job_id()
     limit = DEFAULT_MAX_REQUEUES if max_requeues is None else int(max_requeues)
     if not job or signal_name not in NOTICE_SIGNALS:
         return False
+    if process_rank() > 0:
+        return True  # a DDP rank > 0 under srun: rank 0 requeues the job; this one leaves without a result too
     if restarts() >= limit:
         print(f"SLURM job {job}: not requeued, it already restarted {restarts()} time(s) (max_requeues={limit}, "
               "hydra.launcher.max_num_timeout); resume by hand with resume=<run id>", file=sys.stderr, flush=True)
