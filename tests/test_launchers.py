@@ -1,18 +1,17 @@
-"""Cluster launchers and multi-device training as config: submitit (local, SLURM) and trainer=ddp."""
+"""Cluster launchers and multi-device training as config: submitit (local, SLURM) and trainer=ddp.
+
+The real runs: tests/test_slurm.py (a SLURM cluster) and tests/test_ddp.py (the DDP split on 2 processes)."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
 
 from losslab.tracking.runs import process_rank
-from sweep_fixture import EXPERIMENT, run_sweep, tiny_data
+from sweep_fixture import EXPERIMENT, run_sweep
 
 
 @pytest.fixture
@@ -52,22 +51,6 @@ def test_process_rank_reads_the_launchers_variables(monkeypatch):
     assert process_rank() == 0
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert process_rank() == 1
-
-
-@pytest.mark.slow
-def test_ddp_on_two_cpu_processes_records_one_run(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOSSLAB_DEBUG")}
-    command = [sys.executable, "-m", "losslab.training.train", "trainer=ddp", "trainer.accelerator=cpu",
-               "trainer.devices=2", "trainer.max_epochs=1", *tiny_data(tmp_path), f"tracking.uri={uri}",
-               "tracking.experiment=ddp", f"hydra.run.dir={tmp_path / 'run'}"]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED", "rank 1 must not record a second run"
-    assert runs[0].data.params["trainer.strategy"] == "ddp" and "test/f1_macro" in runs[0].data.metrics
-    assert result.stdout.count("MLflow run id:") == 1 and runs[0].info.run_id in result.stdout
 
 
 @pytest.mark.slow
