@@ -60,7 +60,10 @@ def server_env(run_dir: Path, cfg: Any) -> tuple[dict[str, str], bool]:
                       f"default_permission = {cfg.default_permission}\n"
                       f"database_uri = sqlite:///{folder / 'basic_auth.db'}\n"
                       f"admin_username = {cfg.admin_username}\n"
-                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+                      # a checked password is remembered this long: without it every request pays a PBKDF2 hash
+                      # (0.3-0.9 s on 2 busy cores); changes made through the API invalidate it (one worker)
+                      f"auth_cache_ttl_seconds = {int(cfg.get('cache_seconds') or 0)}\n")
     env = {"MLFLOW_FLASK_SERVER_SECRET_KEY": secret(folder / "secret_key"), "MLFLOW_AUTH_CONFIG_PATH": str(ini),
            "MLFLOW_AUTH_ADMIN_PASSWORD": secret(folder / "admin_password")}
     return env, first
@@ -99,8 +102,12 @@ def add_user(uri: str, run_dir: Path, cfg: Any, name: str, permission: str, expe
     """Create user ``name`` with a generated password (kept in ``<run_dir>/auth/users/<name>``, mode 600)
     and grant ``permission`` on the project's experiments and registered models; returns the password file."""
     from mlflow.exceptions import MlflowException
-    from mlflow.server.auth.client import AuthServiceClient
     from mlflow.tracking import MlflowClient
+
+    from losslab.console import ignore_warning
+
+    ignore_warning(r"starlette\.middleware\.wsgi is deprecated")  # raised by MLflow's own server imports
+    from mlflow.server.auth.client import AuthServiceClient
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", name):
         raise ConfigError(f"user name '{name}': use letters, digits and _ . @ - (at most 64 characters).")

@@ -226,6 +226,8 @@ def start(cfg: Any) -> ServerState:
     print(f"MLflow server {uri} (pid {process.pid}): backend PostgreSQL database '{cfg.postgres.database}', "
           f"artifacts in {run_dir / 'artifacts'}; logs in {run_dir}; ready in {time.monotonic() - t0:.1f} s"
           + ("; basic-auth: clients need MLFLOW_TRACKING_USERNAME/PASSWORD" if auth else ""), file=sys.stderr)
+    if auth and (run_dir / "auth" / "basic_auth.db").is_file():
+        (run_dir / "auth" / "basic_auth.db").chmod(0o600)  # password hashes: the owner's only, like the rest
     if first_auth:
         print(first_start_message(run_dir, cfg.auth), file=sys.stderr)
     return state
