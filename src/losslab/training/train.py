@@ -105,7 +105,8 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
                                       f"{interrupted_ckpt}. Resume with: python -m losslab.train resume={run_id}",
                                       run_id, stopper.signal_name)
         mark = time.perf_counter()
-        trainer.test(parts.module, parts.test, ckpt_path="best", verbose=False)
+        best = trainer.checkpoint_callback  # the best-validation ModelCheckpoint (last_checkpoint is a second one)
+        trainer.test(parts.module, parts.test, ckpt_path=best.best_model_path or "best", verbose=False)
         timings |= {"fit": fit_seconds, "test": time.perf_counter() - mark}
         test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         _, tuned = operating.tune(cfg, fs, parts)  # the decision rule, chosen on validation with the best checkpoint
@@ -139,8 +140,6 @@ def quiet_third_party() -> None:
     # Lightning's hint on any host where SLURM is installed but this process was not started by srun
     # (a local run or a local sweep); jobs sent to SLURM (LAUNCHER=slurm) run under it anyway.
     ignore_warning(r"The `srun` command is available on your system but is not used")
-    # callbacks.last_checkpoint is a second ModelCheckpoint; the first (best validation) is the one meant, by design.
-    ignore_warning(r'`\.test\(ckpt_path="best"\)` is called with Trainer configured with multiple')
 
 
 _HEAP_FROZEN = False
