@@ -12,28 +12,21 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from losslab.errors import ConfigError, LosslabError
-from losslab.ops.daemons import log_tail, read_pid
+from losslab.ops.daemons import find_tools, log_tail, read_pid
 
 DATABASE = "slurm_acct_db"
 TOOLS = ("mariadb-install-db", "mariadbd", "mariadb", "slurmdbd", "sacctmgr")
 
 
 def binaries(sbin_dir: str) -> dict[str, str]:
-    found, missing = {}, []
-    for name in TOOLS:
-        candidate = Path(sbin_dir) / name
-        path = str(candidate) if candidate.is_file() else shutil.which(name)
-        if path:
-            found[name] = path
-        else:
-            missing.append(name)
+    """Paths of the accounting tools; a clear error naming the fix when one is missing."""
+    found, missing = find_tools(TOOLS, sbin_dir)
     if missing:
         raise ConfigError(f"SLURM accounting not installed ({', '.join(missing)} not found): run `make slurm-deps` "
                           "(apt-get install slurmdbd mariadb-server), or set accounting: false in conf/slurm.yaml.")

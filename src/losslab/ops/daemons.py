@@ -4,14 +4,74 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any, Iterable
 
 from losslab.errors import LosslabError
-from losslab.ops.server import pid_alive
+from losslab.paths import config_dir, project_root
 
+
+
+def load_settings(name: str, **overrides: Any) -> Any:
+    """``conf/<name>.yaml`` with the non-None ``overrides`` applied (``postgres.port`` style keys allowed)."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(config_dir() / f"{name}.yaml")
+    for key, value in overrides.items():
+        if value is not None:
+            OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+def run_dir_of(cfg: Any) -> Path:
+    """``cfg.run_dir`` as an absolute path (relative ones are under the project root)."""
+    path = Path(str(cfg.run_dir)).expanduser()
+    return (path if path.is_absolute() else project_root() / path).resolve()
+
+
+def find_tools(names: Iterable[str], sbin_dir: str | None) -> tuple[dict[str, str], list[str]]:
+    """``({name: path}, [missing names])``: each tool in ``sbin_dir`` (default /usr/sbin), else on PATH."""
+    found, missing = {}, []
+    for name in names:
+        candidate = Path(sbin_dir or "/usr/sbin") / name
+        path = str(candidate) if candidate.is_file() else shutil.which(name)
+        if path:
+            found[name] = path
+        else:
+            missing.append(name)
+    return found, missing
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 def log_tail(path: Path, chars: int = 2500) -> str:
     return f"\n--- {path} ---\n{path.read_text(errors='replace')[-chars:]}" if path.is_file() else ""

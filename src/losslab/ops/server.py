@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,8 +34,9 @@ from typing import Any, Sequence
 from losslab.errors import ConfigError, LosslabError, friendly_exit
 from losslab.ops.auth import add_user, first_start_message
 from losslab.ops.auth import server_env as auth_server_env
+from losslab.ops.daemons import free_port, load_settings, pid_alive, port_is_free, run_dir_of
 from losslab.ops.postgres import DbUser, ensure_database, init_cluster, postgres_bin_dir, start_postgres, stop_postgres
-from losslab.paths import config_dir, project_root
+from losslab.paths import config_dir
 from losslab.tracking.store import health_problem
 
 STATE_FILE = "server.json"
@@ -57,39 +57,6 @@ class ServerState:
     run_dir: str
     started_at: float
     auth: bool = False
-
-
-def settings(**overrides: Any) -> Any:
-    """``conf/server.yaml`` with the non-None ``overrides`` applied (``postgres.port`` style keys allowed)."""
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.load(config_dir() / "server.yaml")
-    for key, value in overrides.items():
-        if value is not None:
-            OmegaConf.update(cfg, key, value)
-    return cfg
-
-
-def run_dir_of(cfg: Any) -> Path:
-    path = Path(str(cfg.run_dir)).expanduser()
-    return (path if path.is_absolute() else project_root() / path).resolve()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-        return True
 
 
 def backend_store_uri(cfg: Any, port: int, password: str) -> str:
@@ -152,14 +119,9 @@ def write_state(run_dir: Path, state: ServerState) -> None:
     path.chmod(0o600)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+def settings(**overrides: Any) -> Any:
+    """``conf/server.yaml`` with the non-None ``overrides`` applied (``postgres.port`` style keys allowed)."""
+    return load_settings("server", **overrides)
 
 
 def _group_of(pid: int) -> int | None:

@@ -35,9 +35,8 @@ from typing import Any, Sequence
 
 from losslab.errors import ConfigError, LosslabError, friendly_exit
 from losslab.ops import accounting
-from losslab.ops.daemons import is_ours, log_tail, running, start_forking, terminate
-from losslab.ops.server import free_port
-from losslab.paths import config_dir, project_root
+from losslab.ops.daemons import (find_tools, free_port, is_ours, load_settings, log_tail, run_dir_of, running,
+                                 start_forking, terminate)
 
 STATE_FILE = "slurm.json"
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -66,18 +65,7 @@ class SlurmState:
 
 def settings(**overrides: Any) -> Any:
     """``conf/slurm.yaml`` with the non-None ``overrides`` applied."""
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.load(config_dir() / "slurm.yaml")
-    for key, value in overrides.items():
-        if value is not None:
-            OmegaConf.update(cfg, key, value)
-    return cfg
-
-
-def run_dir_of(cfg: Any) -> Path:
-    path = Path(str(cfg.run_dir)).expanduser()
-    return (path if path.is_absolute() else project_root() / path).resolve()
+    return load_settings("slurm", **overrides)
 
 
 def socket_dir_of(run_dir: Path) -> Path:
@@ -90,15 +78,7 @@ def socket_dir_of(run_dir: Path) -> Path:
 
 def binaries(cfg: Any) -> dict[str, str]:
     """Paths of the daemons and tools the cluster needs; a clear error naming the fix when one is missing."""
-    names = [*DAEMONS, "mungekey", "sinfo", "squeue", "scancel", "sbatch"]
-    found, missing = {}, []
-    for name in names:
-        candidate = Path(str(cfg.sbin_dir or "/usr/sbin")) / name
-        path = str(candidate) if candidate.is_file() else shutil.which(name)
-        if path:
-            found[name] = path
-        else:
-            missing.append(name)
+    found, missing = find_tools([*DAEMONS, "mungekey", "sinfo", "squeue", "scancel", "sbatch"], cfg.sbin_dir)
     if missing:
         raise ConfigError(f"SLURM/munge not installed ({', '.join(missing)} not found in {cfg.sbin_dir} or on PATH). "
                           "Run `make slurm-deps` (apt-get install slurm-wlm munge), or set sbin_dir in "
