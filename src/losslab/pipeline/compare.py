@@ -31,8 +31,8 @@ KL_CE_TOLERANCE = 0.01
 
 
 def loss_settings(loss_cfg: Any) -> str:
-    """``gamma=2.0`` etc.: a loss's own parameters besides its name."""
-    items = {k: v for k, v in dict(loss_cfg).items() if k != "name"}
+    """``gamma=2.0`` etc.: a loss's own parameters (not its name, nor Hydra's ``_target_``/``_partial_``)."""
+    items = {k: v for k, v in dict(loss_cfg).items() if k != "name" and not str(k).startswith("_")}
     return ", ".join(f"{k}={v}" for k, v in items.items()) or "—"
 
 
