@@ -42,7 +42,25 @@ def log_run_inputs(cfg: DictConfig, fs: "FeatureSet", output_dir: Path) -> None:
         client.log_batch(run_id, params=batch[start:start + 100],
                          tags=[RunTag("output_dir", str(output_dir.resolve()))] if start == 0 else [])
     mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-    mlflow.log_input(dataset_entity(cfg, fs), context="training")
+    log_dataset(dataset_entity(cfg, fs))
+
+
+def log_dataset(dataset: Any) -> None:
+    """``mlflow.log_input`` safe against parallel trainings: MLflow checks for the (experiment, name, digest)
+    row, then inserts it, so two processes logging the same new dataset at once collide on that key. Under the
+    store's lock (sqlite), and once more after a collision (another process's row now exists: it is linked)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from losslab.tracking.store import store_lock
+
+    with store_lock(mlflow.get_tracking_uri()):
+        try:
+            mlflow.log_input(dataset, context="training")
+        except MlflowException as exc:
+            if "UNIQUE constraint" not in str(exc) and "unique constraint" not in str(exc).lower():
+                raise
+            mlflow.log_input(dataset, context="training")
 
 
 def dataset_entity(cfg: DictConfig, fs: "FeatureSet") -> Any:
