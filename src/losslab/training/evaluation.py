@@ -54,6 +54,14 @@ def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, class_names: S
     return path
 
 
+def write_predictions(path: Path, probs: np.ndarray, y_true: np.ndarray, class_names: Sequence[str]) -> Path:
+    """``label,predicted,p_<class>...`` per row, in the split's row order (``test_`` / ``val_predictions.csv``)."""
+    header = "label,predicted," + ",".join(f"p_{c}" for c in class_names)
+    rows = np.column_stack([y_true, np.asarray(probs).argmax(axis=1), probs])
+    np.savetxt(path, rows, delimiter=",", header=header, comments="", fmt=["%d", "%d"] + ["%.6f"] * len(class_names))
+    return path
+
+
 def write_test_artifacts(directory: Path, probs: np.ndarray, y_true: np.ndarray, class_names: Sequence[str],
                          title: str = "", rule: dict | None = None) -> list[Path]:
     """confusion_matrix.png, classification_report.txt/.json and test_predictions.csv (argmax); with a ``rule``
@@ -63,10 +71,7 @@ def write_test_artifacts(directory: Path, probs: np.ndarray, y_true: np.ndarray,
     text, as_dict = classification_report(y_true, y_pred, class_names)
     (directory / "classification_report.txt").write_text(text)
     (directory / "classification_report.json").write_text(json.dumps(as_dict, indent=2))
-    header = "label,predicted," + ",".join(f"p_{c}" for c in class_names)
-    rows = np.column_stack([y_true, y_pred, probs])
-    np.savetxt(directory / "test_predictions.csv", rows, delimiter=",", header=header, comments="",
-               fmt=["%d", "%d"] + ["%.6f"] * len(class_names))
+    write_predictions(directory / "test_predictions.csv", probs, y_true, class_names)
     png = plot_confusion_matrix(y_true, y_pred, class_names, directory / "confusion_matrix.png", title)
     written = [png, directory / "classification_report.txt", directory / "classification_report.json",
                directory / "test_predictions.csv"]

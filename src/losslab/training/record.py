@@ -82,7 +82,8 @@ def log_artifacts(cfg: DictConfig, fs: "FeatureSet", parts: "Parts", directory: 
 
     from losslab.data.text import Normalizer
     from losslab.serving.bundle import save_bundle
-    from losslab.training.evaluation import write_test_artifacts
+    from losslab.training.evaluation import write_predictions, write_test_artifacts
+    from losslab.training.operating import validation_probabilities
 
     module = parts.module
     probs = np.concatenate([p.numpy() for p in module.test_probs])
@@ -90,6 +91,9 @@ def log_artifacts(cfg: DictConfig, fs: "FeatureSet", parts: "Parts", directory: 
     rule = getattr(module, "operating_point", None)  # chosen on validation (training.operating)
     write_test_artifacts(directory / "evaluation", probs, targets, fs.class_names,
                          title=f"{cfg.tracking.run_name} — test", rule=rule)
+    # the best checkpoint's validation probabilities: a seed ensemble tunes its rule on them (sweeps.ensembles)
+    write_predictions(directory / "evaluation" / "val_predictions.csv", validation_probabilities(cfg, fs, parts),
+                      fs.y["val"], fs.class_names)
     model_params = {k: v for k, v in module.hparams.model.items() if not str(k).startswith("_")}
     save_bundle(directory / "model", featurizer=fs.featurizer, net=module.net.cpu(), class_names=fs.class_names,
                 normalizer=Normalizer(**dict(cfg.data.normalize)), model_params=model_params,
