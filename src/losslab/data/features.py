@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from losslab.errors import ConfigError
 
 WEIGHTINGS = ("binary", "count", "tfidf")
-DEFAULT_TOKEN_PATTERN = r"(?u)<<url>>|<user>|\b\w+\b"
+DEFAULT_TOKEN_PATTERN = r"(?u)<<url>>|<\w+>|\b\w+\b"  # <user>, <laugh>, <hashtag>, <emoji_…> stay whole
 
 
 def _make_vectorizer(weighting: str, part: dict[str, Any]):
