@@ -3,7 +3,8 @@
 Logged with MLflow's "models from code" (``python_model=<this file>``): loading it runs this
 file and reads the losslab bundle (JSON + ``.npz`` + a weights-only state dict) through
 ``losslab.serving.bundle.Predictor`` — no pickled object anywhere. ``losslab.serving.registry`` logs it once,
-for the run it registers, with the run's ``model/`` bundle as the artifact ``bundle``.
+for the run it registers, with the run's ``model/`` bundle as the artifact ``bundle`` (one network, or an
+ensemble bundle whose members' probabilities are averaged: the same input and output).
 
 Input: a DataFrame with a ``text`` column (or a single column), a list of strings, or one string;
 anything else (numbers, nested lists or objects) → ``MlflowException`` INVALID_PARAMETER_VALUE (HTTP 400).

@@ -10,7 +10,9 @@ from code", explicit pip requirements) under the run's ``pyfunc/`` artifact, reg
 points the alias ``champion`` at the new version. Training itself logs no pyfunc, so every
 training stays lean. ``serve`` runs ``mlflow models serve -m models:/<name>@champion`` on
 127.0.0.1 in this environment. Both use ``$MLFLOW_TRACKING_URI`` (else the project's sqlite
-store) as tracking and registry store. Settings: ``conf/registry.yaml``.
+store) as tracking and registry store. Settings: ``conf/registry.yaml``. ``register_run`` takes any run with a
+``model/`` bundle, an ensemble run (``ensemble.folds=k`` or a sweep's seed ensemble) included: its pyfunc averages
+the members' probabilities (``losslab.serving.bundle.EnsemblePredictor``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from losslab.errors import ConfigError, LosslabError, friendly_exit
 from losslab.paths import config_dir, default_tracking_uri
 from losslab.tracking.sweep_runs import child_runs, find_sweep_parent
 
+ENSEMBLE_TAG = "ensemble"  # set on ensemble runs (training.ensemble, sweeps.ensembles): folds | seeds
 REQUIREMENTS = ("mlflow", "torch", "numpy", "scipy", "pandas", "scikit-learn")  # what loading the model imports
 
 
@@ -75,10 +78,11 @@ def sweep_parent(client: Any, sweep_id: str | None = None, experiment: str | Non
 
 
 def best_child(uri: str, parent: Any, metric: str) -> Any:
-    """The FINISHED child of ``parent`` with the highest ``metric`` (ties: the earlier run)."""
+    """The FINISHED child of ``parent`` with the highest ``metric`` (ties: the earlier run); a sweep's seed
+    ensembles (tag ``ensemble``) are not candidates: the champion is one of the trainings compared per seed."""
     children = child_runs(uri, parent.info.experiment_id, parent.info.run_id)
-    ranked = [r for r in children
-              if r.info.status == "FINISHED" and math.isfinite(r.data.metrics.get(metric, math.nan))]
+    ranked = [r for r in children if r.info.status == "FINISHED" and not r.data.tags.get(ENSEMBLE_TAG)
+              and math.isfinite(r.data.metrics.get(metric, math.nan))]
     if not ranked:
         raise LosslabError(f"sweep {parent.data.tags.get('sweep_id')}: none of its {len(children)} runs FINISHED with "
                            f"metric '{metric}'; nothing to register.")
@@ -147,7 +151,8 @@ def register_run(uri: str, run: Any, model_name: str, alias: str, artifact_path:
         model_dir = save_pyfunc(bundle, Path(tmp) / "model")
         client.log_artifacts(run_id, str(model_dir), artifact_path)
     tags = {"sweep_id": sweep_id, "selected_by": metric, "metric_value": f"{value:.6f}",
-            "loss": run.data.tags.get("loss", ""), "seed": run.data.tags.get("seed", "")}
+            "loss": run.data.tags.get("loss", ""), "seed": run.data.tags.get("seed", ""),
+            **({"ensemble": run.data.tags[ENSEMBLE_TAG]} if run.data.tags.get(ENSEMBLE_TAG) else {})}
     version = mlflow.register_model(f"runs:/{run_id}/{artifact_path}", model_name, tags=tags)
     client.set_registered_model_alias(model_name, alias, version.version)
     client.set_tag(run_id, "registered_model", f"{model_name}/{version.version}@{alias}")

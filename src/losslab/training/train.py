@@ -197,6 +197,10 @@ def main(cfg: DictConfig) -> float:
     if cfg.get("resume"):
         return resume(str(cfg.resume), cfg).best_val_f1_macro
     hydra_cfg = HydraConfig.get()
+    if int(OmegaConf.select(cfg, "ensemble.folds", default=0) or 0):  # k-fold bagging: one ensemble run
+        from losslab.training.ensemble import train_folds
+
+        return train_folds(cfg, hydra_cfg.runtime.output_dir).best_val_f1_macro
     output_dir = hydra_cfg.runtime.output_dir
     try:
         requeued = preemption.requeued_run(output_dir)

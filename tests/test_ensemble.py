@@ -1,0 +1,135 @@
+"""Ensembles as models: k-fold bagging (``ensemble.folds``), seed ensembles of a sweep, their bundles and serving.
+
+Tiny synthetic data written in tmp_path, a real sqlite MLflow store, CPU only.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import data_overrides, synthetic_rows, write_table
+from test_train import cli
+from losslab.errors import ConfigError
+from losslab.model.operating_point import choose_rule
+from losslab.serving.bundle import EnsemblePredictor, Predictor, combine_bundles, download_bundle
+from losslab.training.ensemble import fold_assignment
+
+FOLDS = 3
+
+
+def test_fold_assignment_is_stratified_seeded_and_covers_every_row_once():
+    y = np.array([0] * 40 + [1] * 14)
+    folds = fold_assignment(y, 5, seed=0)
+    assert sorted(np.unique(folds)) == [0, 1, 2, 3, 4] and len(folds) == len(y)
+    for i in range(5):  # every fold holds each class's share, within one row
+        for c, total in ((0, 40), (1, 14)):
+            assert abs((folds[y == c] == i).sum() - total / 5) < 1
+    assert np.array_equal(folds, fold_assignment(y, 5, seed=0))
+    assert not np.array_equal(folds, fold_assignment(y, 5, seed=1))
+    with pytest.raises(ConfigError, match="ensemble.folds"):
+        fold_assignment(np.array([0] * 10 + [1] * 2), 3, seed=0)
+
+
+def read_predictions(client: MlflowClient, run_id: str, name: str, tmp: Path) -> pd.DataFrame:
+    return pd.read_csv(client.download_artifacts(run_id, f"evaluation/{name}", str(tmp)))
+
+
+def texts_of_file(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [row["text"] for row in csv.DictReader(fh)]
+
+
+@pytest.fixture
+def kfold(tiny_binary, tmp_path):
+    """``python -m losslab.train ensemble.folds=3`` on the tiny binary data (the CLI's dispatch included)."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = cli("-m", "losslab.train", *data_overrides(tiny_binary), "data.class_names=[calm,aggressive]",
+               f"ensemble.folds={FOLDS}", "diagnostics=false", "trainer.accelerator=cpu", "trainer.max_epochs=3",
+               "model.hidden=16", "optimizer.lr=0.01", "data.batch_size=32", "tracking.experiment=tests",
+               f"hydra.run.dir={tmp_path / 'run'}", env_extra={"MLFLOW_TRACKING_URI": store})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test_tuned/f1_aggressive" in done.stdout and "fold 3/3" in done.stdout
+    run_id = done.stdout.split("MLflow run id:")[1].split()[0]
+    return SimpleNamespace(run_id=run_id, tracking_uri=store)
+
+
+def train_folds_of(cfg, output_dir):
+    from losslab.training.ensemble import train_folds
+
+    return train_folds(cfg, output_dir)
+
+
+@pytest.mark.slow
+def test_kfold_ensemble_is_one_run_with_a_single_runs_metrics_and_an_ensemble_bundle(kfold, tiny_binary, tmp_path):
+    client = MlflowClient(kfold.tracking_uri)
+    run = client.get_run(kfold.run_id)
+    runs = client.search_runs([run.info.experiment_id])
+    assert [r.info.run_id for r in runs] == [kfold.run_id]  # the fold models are no runs of their own
+    tags = run.data.tags
+    assert run.info.status == "FINISHED" and tags["ensemble"] == "folds" and tags["ensemble_members"] == str(FOLDS)
+    for tag in ("loss", "seed", "dataset_md5", "git_commit"):
+        assert tags.get(tag), tag
+    metrics = run.data.metrics
+    for key in ("test/f1_macro", "test/f1_aggressive", "test/accuracy", "test/auroc", "test_tuned/f1_aggressive",
+                "test_tuned/f1_macro", "val/threshold", "best_val/f1_macro"):
+        assert key in metrics, key
+    assert metrics["test/accuracy"] > 0.8
+    assert run.data.params["ensemble.folds"] == str(FOLDS)
+    assert [m.step for m in client.get_metric_history(kfold.run_id, "fold0-val/f1_macro")] == [0, 1, 2]
+
+    # the rule is the one the out-of-fold predictions choose (every pooled training row, once)
+    oof = read_predictions(client, kfold.run_id, "val_predictions.csv", tmp_path)
+    assert len(oof) == 160
+    rule = choose_rule(oof[["p_calm", "p_aggressive"]].to_numpy(), oof["label"].to_numpy(), metric="f1_minority",
+                       class_counts=np.bincount(oof["label"].to_numpy()))
+    assert metrics["val/threshold"] == pytest.approx(rule["threshold"])
+
+    # the bundle: k networks, one featurizer; the Predictor reproduces the run's averaged test probabilities
+    bundle = download_bundle(kfold.run_id, kfold.tracking_uri)
+    assert {f"network_{i}.pt" for i in range(FOLDS)} <= {p.name for p in bundle.iterdir()}
+    predictor = Predictor.load(bundle)
+    assert isinstance(predictor, EnsemblePredictor) and len(predictor.members) == FOLDS
+    assert predictor.operating_point["threshold"] == pytest.approx(metrics["val/threshold"])
+    logged = read_predictions(client, kfold.run_id, "test_predictions.csv", tmp_path)
+    probs = predictor.predict_proba(texts_of_file(tiny_binary["test"]))
+    assert np.allclose(probs, logged[["p_calm", "p_aggressive"]].to_numpy(), atol=2e-6)
+    # registered and served like a single run: the pyfunc (models from code) averages the same way
+    import mlflow.pyfunc
+
+    from losslab.serving.registry import register_run
+
+    champion = register_run(kfold.tracking_uri, run, "tests-ensemble", "champion", "pyfunc", "best_val/f1_macro")
+    assert champion.new and champion.run_id == kfold.run_id
+    served = mlflow.pyfunc.load_model(champion.model_uri).predict(texts_of_file(tiny_binary["test"])[:5])
+    assert np.allclose(served[["p_calm", "p_aggressive"]].to_numpy(), probs[:5], atol=1e-6)
+    # make predict RUN=<ensemble run>
+    answer = cli("-m", "losslab.serving.predict", "--run", kfold.run_id, "--tracking-uri", kfold.tracking_uri,
+                 "--text", "eres un pendejo idiota", "--text", "gracias amigos hermoso")
+    assert answer.returncode == 0, answer.stderr[-3000:]
+    assert [line.split('"class": "')[1].split('"')[0] for line in answer.stdout.strip().splitlines()] == [
+        "aggressive", "calm"]
+
+
+@pytest.mark.slow
+def test_kfold_threshold_never_sees_the_test_labels(compose, tiny_binary, tmp_path):
+    """Flipping every test label changes the test metrics, not the operating point."""
+    def run_with(test_path: Path, out: str) -> dict[str, float]:
+        cfg = compose("data=custom", f"data.train_path={tiny_binary['train']}", f"data.test_path={test_path}",
+                      "features.word.min_df=1", "data.class_names=[calm,aggressive]", f"ensemble.folds={FOLDS}",
+                      "diagnostics=false")
+        result = train_folds_of(cfg, tmp_path / out)
+        return MlflowClient(result.tracking_uri).get_run(result.run_id).data.metrics
+
+    with tiny_binary["test"].open(newline="", encoding="utf-8") as fh:
+        rows = [(r["text"], 1 - int(r["label"])) for r in csv.DictReader(fh)]
+    flipped = write_table(tmp_path / "flipped.csv", rows, "csv")
+    original, other = run_with(tiny_binary["test"], "a"), run_with(flipped, "b")
+    assert other["val/threshold"] == original["val/threshold"]
+    assert other["test/accuracy"] == pytest.approx(1 - original["test/accuracy"], abs=1e-6)
