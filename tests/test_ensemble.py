@@ -133,3 +133,110 @@ def test_kfold_threshold_never_sees_the_test_labels(compose, tiny_binary, tmp_pa
     original, other = run_with(tiny_binary["test"], "a"), run_with(flipped, "b")
     assert other["val/threshold"] == original["val/threshold"]
     assert other["test/accuracy"] == pytest.approx(1 - original["test/accuracy"], abs=1e-6)
+
+
+def test_out_of_bag_rows_average_only_the_members_that_held_them_out():
+    from losslab.sweeps.ensembles import Member, out_of_bag
+
+    def member(keys, probs, train):
+        return Member(None, 0, np.zeros(1), np.zeros((1, 2)), keys, np.array(probs, dtype=np.float32), set(train),
+                      ["calm", "aggressive"], {})
+
+    a = member([("a", 0), ("b", 1)], [[0.9, 0.1], [0.2, 0.8]], ["c"])
+    b = member([("b", 1), ("c", 0), ("a", 0)], [[0.4, 0.6], [0.7, 0.3], [0.1, 0.9]], ["a"])  # b trained on "a"
+    probs, labels, counts = out_of_bag([a, b])
+    rows = {key: (p.tolist(), n) for key, p, n in zip(zip(["a", "b", "c"], labels.tolist()), probs, counts)}
+    assert rows[("a", 0)] == (pytest.approx([0.9, 0.1]), 1)
+    assert rows[("b", 1)] == (pytest.approx([0.3, 0.7]), 2)
+    assert rows[("c", 0)] == (pytest.approx([0.7, 0.3]), 1)
+
+
+def test_ensemble_settings_follow_the_sweeps_overrides(tmp_path):
+    from losslab.sweeps.finish import ensemble_settings
+    from losslab.tracking.sweep_runs import start_parent
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    default = start_parent(uri, "tests", "t")
+    assert ensemble_settings(default)["enabled"] is True
+    off = start_parent(uri, "tests", "t", {"sweep.overrides": "loss=ce,mse sweep.ensemble.enabled=false"})
+    assert ensemble_settings(off)["enabled"] is False
+
+
+@pytest.mark.slow
+def test_seed_ensemble_of_a_sweep_is_its_own_run_left_out_of_per_seed_rows_and_champion(compose, tiny_binary,
+                                                                                         tmp_path):
+    from losslab.report.collect import load_sweep
+    from losslab.serving.registry import best_child
+    from losslab.sweeps.finish import finish_sweep
+    from losslab.tracking.sweep_runs import start_parent
+    from losslab.training.train import train
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = start_parent(uri, "tests", "t")
+    members = []
+    for seed in (0, 1):
+        cfg = compose(*data_overrides(tiny_binary), "data.class_names=[calm,aggressive]", f"seed={seed}",
+                      "diagnostics=false", f"tracking.parent_run_id={parent.run_id}",
+                      f"+tracking.tags.sweep_id={parent.sweep_id}")
+        members.append(train(cfg, tmp_path / f"out{seed}").run_id)
+    finish_sweep(parent, report=False, ensemble={"enabled": True}, settings={"select_metric": "best_val/f1_macro"})
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([parent.experiment_id], f"tags.mlflow.parentRunId = '{parent.run_id}'")
+    (ensemble,) = [r for r in runs if r.data.tags.get("ensemble") == "seeds"]
+    assert ensemble.info.status == "FINISHED" and ensemble.data.tags["ensemble_members"] == "2"
+    assert sorted(ensemble.data.tags["ensemble_member_runs"].split(",")) == sorted(members)
+    for key in ("test/f1_macro", "test/f1_aggressive", "test_tuned/f1_aggressive", "val/threshold"):
+        assert key in ensemble.data.metrics, key
+
+    # test probabilities: the members' mean; the rule: chosen on the out-of-bag validation rows it logged
+    cols = ["p_calm", "p_aggressive"]
+    member_probs = [read_predictions(client, r, "test_predictions.csv", tmp_path / r)[cols].to_numpy()
+                    for r in members]
+    logged = read_predictions(client, ensemble.info.run_id, "test_predictions.csv", tmp_path / "e")
+    assert np.allclose(logged[cols].to_numpy(), np.mean(member_probs, axis=0), atol=2e-6)
+    oob = read_predictions(client, ensemble.info.run_id, "val_predictions.csv", tmp_path / "e")
+    rule = choose_rule(oob[cols].to_numpy(), oob["label"].to_numpy(), class_counts=np.bincount(oob["label"]))
+    assert ensemble.data.metrics["val/threshold"] == pytest.approx(rule["threshold"])
+    assert ensemble.data.metrics["val/oob_rows"] == len(oob) > 16  # more rows than one seed's validation split
+
+    # its bundle: one featurizer per member; the Predictor gives the ensemble's logged probabilities
+    bundle = download_bundle(ensemble.info.run_id, uri)
+    assert (bundle / "featurizer_1" / "featurizer.json").is_file()
+    predictor = Predictor.load(bundle)
+    assert np.allclose(predictor.predict_proba(texts_of_file(tiny_binary["test"])), logged[cols].to_numpy(),
+                       atol=3e-6)
+
+    # not a per-seed row of the report, not the champion (even with the best validation score)
+    assert ensemble.info.run_id not in set(load_sweep(uri, parent.sweep_id, experiment_id=parent.experiment_id)
+                                           .runs["run_id"])
+    client.log_metric(ensemble.info.run_id, "best_val/f1_macro", 2.0)
+    assert best_child(uri, client.get_run(parent.run_id), "best_val/f1_macro").info.run_id in members
+
+
+def test_combined_bundle_averages_its_members(tmp_path):
+    """combine_bundles + EnsemblePredictor: exactly the mean of the single bundles' probabilities."""
+    import torch
+
+    from losslab.data.features import Featurizer
+    from losslab.data.text import Normalizer
+    from losslab.model.network import PReLUMLP
+    from losslab.serving.bundle import save_bundle
+
+    rows = synthetic_rows(60, ["calm", "aggressive"], seed=3)
+    texts = [t for t, _ in rows]
+    dirs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        featurizer = Featurizer.from_config({"weighting": "binary", "word": {"min_df": 1}}).fit(texts[seed::2])
+        net = PReLUMLP(featurizer.vocabulary_size, 2, hidden=8)
+        dirs.append(save_bundle(tmp_path / f"m{seed}", featurizer=featurizer, net=net.eval(),
+                                class_names=["calm", "aggressive"], normalizer=Normalizer(),
+                                model_params={"hidden": 8}, activation="softmax"))
+    combined = Predictor.load(combine_bundles(dirs, tmp_path / "ens", {"kind": "threshold", "positive": 1,
+                                                                       "threshold": 0.4, "metric": "f1_minority"}))
+    singles = [Predictor.load(d).predict_proba(texts) for d in dirs]
+    assert not np.allclose(singles[0], singles[1])
+    assert np.allclose(combined.predict_proba(texts), np.mean(singles, axis=0), atol=1e-7)
+    assert combined.predict(texts) == ["aggressive" if p >= 0.4 else "calm"
+                                       for p in combined.predict_proba(texts)[:, 1]]

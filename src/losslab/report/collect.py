@@ -34,6 +34,11 @@ class Sweep:
     variant_keys: list[str]     # config keys that vary between runs of the sweep (besides seed and loss)
 
 
+def is_seed_ensemble(run: Any) -> bool:
+    """A sweep's seed ensemble (``sweeps.ensembles``): one model over the seeds, so no row of the per-seed tables."""
+    return run.data.tags.get("ensemble") == "seeds"
+
+
 def client_for(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
@@ -109,7 +114,7 @@ def load_sweep(uri: str, sweep_id: str | None = None, experiment: str | None = N
     experiment_id, experiment_name = resolve_experiment(client, experiment, experiment_id)
     sweep_id, parent = find_parent(client, experiment_id, sweep_id)
     runs = [r for r in search_all(client, [experiment_id], f"tags.sweep_id = '{sweep_id}'")
-            if not is_parent(r)]
+            if not is_parent(r) and not is_seed_ensemble(r)]
     if not runs:
         raise ConfigError(f"no runs tagged sweep_id={sweep_id} in experiment '{experiment_name}' of {uri}.")
     frame = runs_frame(runs)
@@ -172,5 +177,5 @@ def experiment_frame(uri: str, experiment_id: str) -> pd.DataFrame:
     """Every FINISHED training run of the experiment (parents excluded), for cross-device pairing."""
     client = client_for(uri)
     runs = [r for r in search_all(client, [experiment_id], "attributes.status = 'FINISHED'")
-            if not is_parent(r) and r.data.tags.get("loss")]
+            if not is_parent(r) and not is_seed_ensemble(r) and r.data.tags.get("loss")]
     return runs_frame(runs)

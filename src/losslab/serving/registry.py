@@ -79,9 +79,9 @@ def sweep_parent(client: Any, sweep_id: str | None = None, experiment: str | Non
 
 def best_child(uri: str, parent: Any, metric: str) -> Any:
     """The FINISHED child of ``parent`` with the highest ``metric`` (ties: the earlier run); a sweep's seed
-    ensembles (tag ``ensemble``) are not candidates: the champion is one of the trainings compared per seed."""
+    ensembles (tag ``ensemble=seeds``) are not candidates: the champion is one of the trainings compared per seed."""
     children = child_runs(uri, parent.info.experiment_id, parent.info.run_id)
-    ranked = [r for r in children if r.info.status == "FINISHED" and not r.data.tags.get(ENSEMBLE_TAG)
+    ranked = [r for r in children if r.info.status == "FINISHED" and r.data.tags.get(ENSEMBLE_TAG) != "seeds"
               and math.isfinite(r.data.metrics.get(metric, math.nan))]
     if not ranked:
         raise LosslabError(f"sweep {parent.data.tags.get('sweep_id')}: none of its {len(children)} runs FINISHED with "

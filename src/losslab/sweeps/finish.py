@@ -22,8 +22,10 @@ from losslab.tracking.sweep_runs import SweepParent, child_runs, close_parent, s
 
 def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Path | None = None,
                  failed: str | None = None, register: bool = False, model_name: str | None = None,
-                 settings: Mapping[str, Any] | None = None, baseline: Mapping[str, Any] | None = None) -> Path | None:
-    """Print the loss table, train the linear baseline and write the report (optional; ``baseline``:
+                 settings: Mapping[str, Any] | None = None, baseline: Mapping[str, Any] | None = None,
+                 ensemble: Mapping[str, Any] | None = None) -> Path | None:
+    """Print the loss table, log the seed ensembles (``ensemble``: ``sweep.ensemble``; None: as composed, see
+    ``ensemble_settings``), train the linear baseline and write the report (optional; ``baseline``:
     ``sweep.baseline``, ``settings``: ``sweep.report``), end ``parent``'s run, register the champion
     (optional); returns the report folder."""
     counts = status_counts(child_runs(parent.uri, parent.experiment_id, parent.run_id))
@@ -32,6 +34,8 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
     try:
         if failed is None and counts.get("FINISHED"):
             print_loss_table(parent)
+            if (ensemble if ensemble is not None else ensemble_settings(parent)).get("enabled", True):
+                seed_ensembles(parent, settings or {})
         if report and counts.get("FINISHED"):
             if baseline is None or baseline.get("enabled", True):
                 train_baseline(parent, baseline or {})
@@ -74,6 +78,41 @@ def train_baseline(parent: SweepParent, settings: Mapping[str, Any]) -> None:
                        for f in fits)
     print(f"linear baseline: {len(fits)} runs (seeds {', '.join(str(f.seed) for f in fits)}; chosen on validation: "
           f"{chosen}) in {duration(time.perf_counter() - started)}", flush=True)
+
+
+def seed_ensembles(parent: SweepParent, settings: Mapping[str, Any]) -> None:
+    """Per loss, its seeds as one model (``losslab.sweeps.ensembles``); a failure is a warning, not a failed sweep."""
+    from losslab.sweeps.ensembles import build_seed_ensembles
+
+    try:
+        build_seed_ensembles(parent.uri, parent.experiment_id, parent.run_id, parent.sweep_id,
+                             str(settings.get("select_metric", "best_val/f1_macro")),
+                             str(settings.get("primary_metric", "test/f1_macro")))
+    except Exception as exc:  # noqa: BLE001 - the trainings and their report stand without them
+        print(f"warning: no seed ensembles for sweep {parent.sweep_id}: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def ensemble_settings(parent: SweepParent) -> dict[str, Any]:
+    """``sweep.ensemble`` of ``conf/sweep/_common.yaml`` with the sweep's own ``sweep.ensemble.*`` overrides (the
+    command line, recorded on the parent run as ``sweep.overrides``)."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+    from omegaconf import OmegaConf
+
+    from losslab.paths import config_dir
+
+    node = OmegaConf.load(config_dir() / "sweep" / "_common.yaml").sweep.ensemble
+    try:
+        recorded = MlflowClient(parent.uri).get_run(parent.run_id).data.params.get("sweep.overrides", "")
+    except Exception:  # noqa: BLE001 - the defaults stand
+        recorded = ""
+    for override in recorded.split():
+        key, _, value = override.lstrip("+").partition("=")
+        if key.startswith("sweep.ensemble."):
+            OmegaConf.update(node, key[len("sweep.ensemble."):], yaml.safe_load(value), force_add=True)
+    settings = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(settings, dict)
+    return settings
 
 
 def default_baseline() -> dict[str, Any]:
