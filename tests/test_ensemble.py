@@ -56,6 +56,7 @@ def kfold(tiny_binary, tmp_path):
                f"hydra.run.dir={tmp_path / 'run'}", env_extra={"MLFLOW_TRACKING_URI": store})
     assert done.returncode == 0, done.stderr[-3000:]
     assert "test_tuned/f1_aggressive" in done.stdout and "fold 3/3" in done.stdout
+    assert "GPU available" not in done.stdout + done.stderr  # Lightning's info lines stay off the console
     run_id = done.stdout.split("MLflow run id:")[1].split()[0]
     return SimpleNamespace(run_id=run_id, tracking_uri=store)
 

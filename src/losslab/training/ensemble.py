@@ -15,8 +15,9 @@ mean of the k models' probabilities. One MLflow run (tags ``ensemble=folds``, ``
 from __future__ import annotations
 
 import copy
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -28,9 +29,19 @@ from losslab.errors import ConfigError, TrainingInterrupted
 
 if TYPE_CHECKING:
     from losslab.data.featureset import FeatureSet
-    from losslab.training.train import TrainResult
 
 ENSEMBLE_TAG, MEMBERS_TAG = "ensemble", "ensemble_members"
+
+
+@dataclass
+class EnsembleResult:
+    """What ``train_folds`` returns: the fields of ``training.train.TrainResult`` (main reads the same ones)."""
+
+    run_id: str
+    tracking_uri: str
+    test_metrics: dict[str, float]
+    best_val_f1_macro: float
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,15 +141,15 @@ def train_fold(cfg: DictConfig, fs: "FeatureSet", x: Any, y: np.ndarray, folds: 
     trainer.test(parts.module, parts.test, ckpt_path=best.best_model_path or "best", verbose=False)
     oof = validation_probabilities(fold_cfg, fold_fs, parts)  # the best checkpoint, loaded by test
     test = np.concatenate([p.numpy() for p in parts.module.test_probs])
-    from losslab.training.train import _epoch_of
-
+    found = re.search(r"best-epoch(\d+)", str(best.best_model_path or ""))
     score = float(best.best_model_score) if best.best_model_score is not None else float("nan")
-    return FoldModel(parts.module.net.cpu(), oof, test, _epoch_of(best), score, trainer.strategy.root_device,
-                     str(parts.module.loss.activation))
+    return FoldModel(parts.module.net.cpu(), oof, test, found.group(1) if found else "unknown", score,
+                     trainer.strategy.root_device, str(parts.module.loss.activation))
 
 
-def train_folds(cfg: DictConfig, output_dir: str | Path) -> "TrainResult":
-    """k-fold bagging of ``cfg`` as one MLflow run (see the module docstring)."""
+def train_folds(cfg: DictConfig, output_dir: str | Path) -> EnsembleResult:
+    """k-fold bagging of ``cfg`` as one MLflow run (see the module docstring). The caller quiets Lightning's
+    console (``training.train.main``: ``quiet_third_party``)."""
     started = time.perf_counter()
     import mlflow
     import scipy.sparse as sp
@@ -148,10 +159,8 @@ def train_folds(cfg: DictConfig, output_dir: str | Path) -> "TrainResult":
     from losslab.tracking import liveness, outbox, runs, store
     from losslab.training import record
     from losslab.training.build import check_config, resolve_sizes
-    from losslab.training.train import TrainResult, quiet_third_party
 
     timings = {"imports": time.perf_counter() - started}
-    quiet_third_party()
     in_sweep = bool(cfg.tracking.get("parent_run_id"))
     talk = verbose() or not in_sweep
     check_config(cfg)
@@ -205,7 +214,7 @@ def train_folds(cfg: DictConfig, output_dir: str | Path) -> "TrainResult":
     test_metrics = {key: v for key, v in metrics.items() if key.startswith(("test/", "test_tuned/"))}
     if talk:
         runs.print_run(run_id, uri, test_metrics)
-    return TrainResult(run_id, uri, test_metrics, metrics["best_val/f1_macro"], timings)
+    return EnsembleResult(run_id, uri, test_metrics, metrics["best_val/f1_macro"], timings)
 
 
 def log_artifacts(cfg: DictConfig, fs: "FeatureSet", members: list[FoldModel], probs: np.ndarray,

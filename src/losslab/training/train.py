@@ -198,8 +198,11 @@ def main(cfg: DictConfig) -> float:
         return resume(str(cfg.resume), cfg).best_val_f1_macro
     hydra_cfg = HydraConfig.get()
     if int(OmegaConf.select(cfg, "ensemble.folds", default=0) or 0):  # k-fold bagging: one ensemble run
+        import pytorch_lightning  # noqa: F401  (importing it resets its loggers: quiet them after)
+
         from losslab.training.ensemble import train_folds
 
+        quiet_third_party()
         return train_folds(cfg, hydra_cfg.runtime.output_dir).best_val_f1_macro
     output_dir = hydra_cfg.runtime.output_dir
     try:
