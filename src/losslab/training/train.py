@@ -205,6 +205,10 @@ def main(cfg: DictConfig) -> float:
         quiet_third_party()
         return train_folds(cfg, hydra_cfg.runtime.output_dir).best_val_f1_macro
     output_dir = hydra_cfg.runtime.output_dir
+    if OmegaConf.select(cfg, "fused.losses"):  # every loss of this seed in one pass: one run per loss
+        from losslab.training.fused import train_fused
+
+        return max(r.best_val_f1_macro for r in train_fused(cfg, output_dir).members.values())
     try:
         requeued = preemption.requeued_run(output_dir)
         result = resume(requeued, cfg) if requeued else train(cfg, output_dir)

@@ -1,0 +1,111 @@
+"""Fused multi-loss training (``fused.losses``): each member trains exactly as its separate training and is
+recorded as the same complete MLflow run, plus the tag ``fused=true``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from conftest import data_overrides
+from losslab.errors import ConfigError
+from losslab.model.fused import FusedMLP, member_key, split_member_key
+from losslab.model.losses import BinaryCrossEntropy, CrossEntropy, MeanSquaredError
+from losslab.model.network import PReLUMLP
+from losslab.serving.bundle import Predictor
+from losslab.training.fused import compare_with_separate, fused_losses, train_fused
+
+LOSSES = ["ce_weighted", "mse", "bce"]  # a partial loss (class counts), a softmax one, a sigmoid one
+
+
+def _steps(batched: bool, depth: int, classes: int = 2, fused_adam: bool = True) -> float:
+    """30 Adam steps of a FusedMLP and of its 3 members alone on the same batches: the largest weight gap."""
+    nets = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        nets.append(PReLUMLP(200, classes, hidden=8, depth=depth, dropout=0.0))
+    fused = FusedMLP(nets, batched=batched)
+    for k, net in enumerate(nets):  # slice k starts as member k
+        assert all(torch.equal(fused.member_state(k)[key], value) for key, value in net.state_dict().items())
+    losses = [CrossEntropy(), MeanSquaredError(), BinaryCrossEntropy()]
+    fused_opt = torch.optim.Adam(fused.parameters(), lr=0.01, fused=fused_adam)
+    opts = [torch.optim.Adam(net.parameters(), lr=0.01, fused=fused_adam) for net in nets]
+    rng = torch.Generator().manual_seed(1)
+    for _ in range(30):
+        indices, offsets = torch.randint(0, 200, (96,), generator=rng), torch.arange(0, 96, 6)
+        weights, y = torch.rand(96, generator=rng), torch.randint(0, classes, (16,), generator=rng)
+        logits = fused(indices, offsets, weights)
+        fused_opt.zero_grad()
+        sum(loss(logits[k], y) for k, loss in enumerate(losses)).backward()
+        fused_opt.step()
+        for net, opt, loss in zip(nets, opts, losses):
+            opt.zero_grad()
+            loss(net(indices, offsets, weights), y).backward()
+            opt.step()
+    return max((fused.member_state(k)[key] - value).abs().max().item()
+               for k, net in enumerate(nets) for key, value in net.state_dict().items())
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_fused_network_steps_like_its_members(depth):
+    assert _steps(batched=False, depth=depth) == 0.0  # the default: bitwise (binary, as MEX-A3T)
+    assert _steps(batched=False, depth=depth, classes=3, fused_adam=False) == 0.0  # per-element Adam: bitwise
+    # torch's fused CPU Adam rounds a tensor's vector tail differently: only then is it not bitwise
+    assert _steps(batched=False, depth=depth, classes=3) < 1e-6
+    assert _steps(batched=True, depth=depth) < 1e-5  # one baddbmm per layer: float rounding only
+
+
+def test_member_keys_and_config_checks(compose):
+    assert split_member_key(member_key(3, "val/f1_macro")) == (3, "val/f1_macro")
+    assert split_member_key("val/f1_macro") is None and split_member_key("memberx:val/loss") is None
+    assert fused_losses(compose("fused.losses=[ce,mse]")) == ["ce", "mse"]
+    assert fused_losses(compose()) == []
+    with pytest.raises(ConfigError, match="gradient_clip_val"):
+        train_fused(compose("fused.losses=[ce,mse]", "trainer.gradient_clip_val=1.0"), "unused")
+    with pytest.raises(ConfigError, match="unknown loss 'nope'"):
+        train_fused(compose("fused.losses=[ce,nope]"), "unused")
+    with pytest.raises(ConfigError, match="named twice"):
+        train_fused(compose("fused.losses=[ce,ce]"), "unused")
+
+
+def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+@pytest.mark.slow
+def test_fused_members_equal_separate_trainings(compose, tiny_binary, tmp_path):
+    cfg = compose(*data_overrides(tiny_binary), "model.dropout=0", f"fused.losses=[{','.join(LOSSES)}]")
+    fused, separate, worst = compare_with_separate(cfg, tmp_path / "out")
+    assert worst == 0.0  # bitwise: best-checkpoint weights, test/* and test_tuned/* of every member
+    client = MlflowClient(fused.members[LOSSES[0]].tracking_uri)
+    for loss in LOSSES:
+        mine, theirs = client.get_run(fused.members[loss].run_id), client.get_run(separate[loss].run_id)
+        assert mine.info.status == theirs.info.status == "FINISHED"
+        assert mine.info.run_name == theirs.info.run_name == f"{loss}-s0"
+        assert mine.data.tags["fused"] == "true" and "fused" not in theirs.data.tags
+        assert mine.data.tags["fused_losses"] == ",".join(LOSSES)
+        assert mine.data.tags["loss"] == loss and mine.data.tags["best_epoch"] == theirs.data.tags["best_epoch"]
+        assert set(mine.data.params) == set(theirs.data.params)
+        same = {k for k in mine.data.params if k != "fused.losses"}
+        assert {k: mine.data.params[k] for k in same} == {k: theirs.data.params[k] for k in same}
+        assert set(mine.data.metrics) == set(theirs.data.metrics)
+        assert _artifacts(client, mine.info.run_id) == _artifacts(client, theirs.info.run_id)
+        curves = [k for k in theirs.data.metrics if "/" in k and client.get_metric_history(theirs.info.run_id, k)
+                  and len(client.get_metric_history(theirs.info.run_id, k)) > 1]
+        assert {"train/loss", "val/loss", "val/f1_macro", "diag/grad_norm_input"} <= set(curves)
+        for key in curves:
+            if key == "diag/seconds":
+                continue
+            history = [[(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+                       for run in (mine, theirs)]
+            np.testing.assert_array_equal(np.array(history[0]), np.array(history[1]), err_msg=f"{loss} {key}")
+        for key, value in theirs.data.metrics.items():
+            if key.startswith(("test/", "test_tuned/", "val_tuned/", "val/threshold", "best_val/")):
+                assert mine.data.metrics[key] == value, (loss, key)
+    bundle = tmp_path / "out" / "fused" / "bce" / "artifacts" / "model"
+    texts = ["eres un idiota maldito @pepe", "gracias amigos feliz"]
+    assert Predictor.load(bundle).predict(texts) == ["1", "0"] or Predictor.load(bundle).predict(texts) == [1, 0]
