@@ -30,7 +30,8 @@ ARMED = "LOSSLAB_TEST_SIGKILL"  # only the subprocess dies: a resume reads the s
 
 class SigkillAtEpochStart(pl.Callback):
     """The process kills itself with SIGKILL (as the OOM killer would) when epoch ``epoch`` starts: every
-    earlier epoch is complete, logged and checkpointed."""
+    earlier epoch is complete and checkpointed, except that the previous epoch's curves and last.ckpt may still
+    be in the background writer (tracking.background)."""
 
     def __init__(self, epoch: int = 2) -> None:
         self.epoch = epoch
@@ -90,7 +91,11 @@ def test_sigkill_between_epochs_is_closed_as_killed_and_resumes_to_the_uninterru
     assert tags["host"] == socket.gethostname() and tags["pid"].isdigit() and tags["pid_start_time"]
     checkpoints = tmp_path / "killed" / "checkpoints"
     assert resume_checkpoint(tmp_path / "killed") == checkpoints / "last.ckpt"
-    assert not list(checkpoints.glob(".last.ckpt.tmp-*"))
+    # last.ckpt is written in the background while the next epoch runs: the kill may cut that write short
+    # (its temp file stays), never the previous complete last.ckpt
+    state = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["epoch"] in (0, 1) and "optimizer_states" in state  # epoch 1's, or epoch 0's if 1's was cut
+    assert len(list(checkpoints.glob(".last.ckpt.tmp-*"))) <= 1
 
     check = subprocess.run([sys.executable, "-m", "losslab.tracking.liveness", "--tracking-uri", uri], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)  # make runs-check: the next command
@@ -111,9 +116,11 @@ def test_sigkill_between_epochs_is_closed_as_killed_and_resumes_to_the_uninterru
     finished = MlflowClient(uri).get_run(run.info.run_id)
     assert finished.info.status == "FINISHED" and "error" not in finished.data.tags
     assert finished.data.tags["last_interruption"] == error
+    # each epoch's point once, even when the resume redid an epoch whose point was already logged
     assert [m.step for m in MlflowClient(uri).get_metric_history(run.info.run_id, "val/f1_macro")] == [0, 1, 2, 3, 4]
     expected = train(compose(*base), tmp_path / "straight").test_metrics
     assert resumed.test_metrics == expected
+    assert not list(checkpoints.glob(".last.ckpt.tmp-*"))  # the resumed run's first save cleared any debris
 
 
 @pytest.mark.slow
@@ -124,7 +131,9 @@ def test_sigkill_while_writing_last_ckpt_leaves_the_previous_one_loadable(compos
                            tmp_path / "killed")
     assert died.returncode == -signal.SIGKILL, died.stderr[-3000:]
     checkpoints = tmp_path / "killed" / "checkpoints"
-    assert len(list(checkpoints.glob(".last.ckpt.tmp-*"))) == 1  # the write that was cut short
+    # the kill came while epoch 2's state was being pickled (in memory, before its file is opened): at most a
+    # temp file of an earlier write is left, never a damaged last.ckpt
+    assert len(list(checkpoints.glob(".last.ckpt.tmp-*"))) <= 1
     state = torch.load(checkpoints / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["epoch"] == 1 and "optimizer_states" in state  # epoch 1's complete state, not epoch 2's half
 

@@ -13,7 +13,7 @@ import sys
 from typing import Any, Iterator, Mapping
 
 from losslab.paths import project_root
-from losslab.tracking import liveness, outbox
+from losslab.tracking import background, liveness, outbox
 from losslab.tracking.store import experiment_id_for
 
 
@@ -117,12 +117,15 @@ def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
         run = mlflow.start_run(experiment_id=experiment_id_for(uri, experiment), run_name=run_name, tags=tags)
     try:
         yield run
+        background.flush()  # curves, heartbeats, last.ckpt still queued (tracking.background) land before the end
     except (KeyboardInterrupt, SystemExit, TrainingInterrupted) as exc:
+        _flush_quietly()
         with contextlib.suppress(Exception):
             mlflow.set_tag("error", f"interrupted: {type(exc).__name__} {exc}"[:5000])
         mlflow.end_run("KILLED")
         raise
     except BaseException as exc:
+        _flush_quietly()
         with contextlib.suppress(Exception):
             mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
             if getattr(exc, "epoch", None) is not None:
@@ -133,6 +136,12 @@ def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
         mlflow.end_run("FINISHED")
     finally:
         outbox.finish(run.info.run_id, uri)  # what waited on disk while the server was down goes up now, if it can
+
+
+def _flush_quietly() -> None:
+    """On the way out of a failed run: land what is queued; a write failing too must not hide the first error."""
+    with contextlib.suppress(BaseException):
+        background.flush()
 
 
 def _keep_interruption(run: Any) -> None:

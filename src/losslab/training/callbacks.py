@@ -35,16 +35,34 @@ class RunLogger(MLFlowLogger):
 
     def __init__(self, tracking_uri: str, run_id: str, **kwargs: Any) -> None:
         super().__init__(tracking_uri=tracking_uri, run_id=run_id, **kwargs)
+        self._logged_steps: dict[str, int] | None = None  # newest step per metric already in the run
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        values = dict(metrics)
+        """One ``log_batch`` per call, written by the background writer (``tracking.background``): the next
+        epoch computes while the store commits."""
+        from losslab.tracking import background
+
+        values = {k: float(v) for k, v in metrics.items()}  # plain floats now: tensors may change under the writer
         epoch = values.pop("epoch", None)
-        super().log_metrics(values, int(epoch) if epoch is not None else step)
+        background.writer().submit(self._write, values, int(epoch) if epoch is not None else step)
+
+    def _write(self, values: dict[str, float], step: int | None) -> None:
+        """Skip the points the run already has: a run resumed from an older ``last.ckpt`` (a kill while the
+        newer one was being written) redoes that epoch, with the same values, and must not log it twice."""
+        if self._logged_steps is None:
+            run = self.experiment.get_run(self.run_id)
+            self._logged_steps = {m.key: m.step for m in getattr(run.data, "_metric_objs", [])}
+        fresh = {k: v for k, v in values.items() if step is None or step > self._logged_steps.get(k, -1)}
+        if fresh:
+            MLFlowLogger.log_metrics(self, fresh, step)
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
-        """Nothing to do: the run is ended by ``mlflow_run`` once test and artifacts are logged."""
+        """Land the queued curves; the run itself is ended by ``mlflow_run`` once test and artifacts are logged."""
+        from losslab.tracking import background
+
+        background.flush()
 
 
 class ShardAcrossRanks(pl.Callback):

@@ -10,12 +10,37 @@ import numpy as np
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> tuple[str, dict]:
-    """scikit-learn's report as text and as a dict."""
-    from sklearn.metrics import classification_report as report
+    """scikit-learn's ``classification_report`` (every class listed, 4 digits, zero_division=0) as text and as a
+    dict, computed from one confusion matrix (sklearn's own takes ~40 ms per call: two per report)."""
+    k = len(class_names)
+    counts = np.bincount(np.asarray(y_true, dtype=np.int64) * k + np.asarray(y_pred, dtype=np.int64),
+                         minlength=k * k).reshape(k, k).astype(float)
+    tp, support, predicted = np.diag(counts), counts.sum(axis=1), counts.sum(axis=0)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=(precision + recall) > 0)
+    total = float(support.sum())
+    report: dict = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1-score": float(f1[i]),
+                           "support": float(support[i])} for i, name in enumerate(class_names)}
+    report["accuracy"] = float(tp.sum() / total) if total else 0.0
+    weights = support / total if total else np.zeros(k)
+    for name, w in (("macro avg", np.full(k, 1 / k)), ("weighted avg", weights)):
+        report[name] = {"precision": float(w @ precision), "recall": float(w @ recall), "f1-score": float(w @ f1),
+                        "support": total}
+    width = max(len("weighted avg"), *(len(c) for c in class_names))
+    row = "{:>{w}s}  {:>9.4f} {:>9.4f} {:>9.4f} {:>9}\n"  # sklearn's layout, digits=4
 
-    labels = list(range(len(class_names)))
-    kwargs = dict(labels=labels, target_names=list(class_names), digits=4, zero_division=0)
-    return report(y_true, y_pred, **kwargs), report(y_true, y_pred, output_dict=True, **kwargs)
+    def line(name: str) -> str:
+        values = report[name]
+        return row.format(name, values["precision"], values["recall"], values["f1-score"], int(values["support"]),
+                          w=width)
+
+    lines = [" " * width + "  {:>9} {:>9} {:>9} {:>9}\n\n".format("precision", "recall", "f1-score", "support")]
+    lines += [line(c) for c in class_names]
+    lines.append("\n{:>{w}s}  {:>9} {:>9} {:>9.4f} {:>9}\n".format("accuracy", "", "", report["accuracy"], int(total),
+                                                                   w=width))
+    lines += [line(avg) for avg in ("macro avg", "weighted avg")]
+    return "".join(lines), report
 
 
 def draw_confusion_matrix(ax, y_true: np.ndarray, y_pred: np.ndarray,  # type: ignore[no-untyped-def]
