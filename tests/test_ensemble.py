@@ -62,8 +62,12 @@ def kfold(tiny_binary, tmp_path):
 
 
 def train_folds_of(cfg, output_dir):
-    from losslab.training.ensemble import train_folds
+    import pytorch_lightning  # noqa: F401  (then quieted, as training.train.main does)
 
+    from losslab.training.ensemble import train_folds
+    from losslab.training.train import quiet_third_party
+
+    quiet_third_party()
     return train_folds(cfg, output_dir)
 
 
@@ -104,10 +108,13 @@ def test_kfold_ensemble_is_one_run_with_a_single_runs_metrics_and_an_ensemble_bu
     # registered and served like a single run: the pyfunc (models from code) averages the same way
     import mlflow.pyfunc
 
-    from losslab.serving.registry import register_run
+    from losslab.serving.registry import describe, register_one
+    from losslab.sweeps.finish import quiet_registration
 
-    champion = register_run(kfold.tracking_uri, run, "tests-ensemble", "champion", "pyfunc", "best_val/f1_macro")
-    assert champion.new and champion.run_id == kfold.run_id
+    with quiet_registration():
+        champion = register_one(kfold.tracking_uri, kfold.run_id, "tests-ensemble")  # make register RUN=<id>
+    assert champion.new and champion.run_id == kfold.run_id and champion.model_uri == "models:/tests-ensemble@champion"
+    assert describe(champion).startswith(f"champion: run {kfold.run_id} (ce-s0-{FOLDS}fold, best_val/f1_macro")
     served = mlflow.pyfunc.load_model(champion.model_uri).predict(texts_of_file(tiny_binary["test"])[:5])
     assert np.allclose(served[["p_calm", "p_aggressive"]].to_numpy(), probs[:5], atol=1e-6)
     # make predict RUN=<ensemble run>

@@ -1,6 +1,7 @@
 """The best run of a sweep as a registered model version with alias ``champion``, and serving it.
 
     python -m losslab.serving.registry register [--sweep-id <id>] [--experiment mex-a3t] [--model NAME]
+    python -m losslab.serving.registry register --run <run id> [--model NAME]      # one given run, e.g. an ensemble
     python -m losslab.serving.registry serve [--model NAME] [--port 5002]      # or: make register / make serve
 
 ``register`` finds the sweep's parent run (tag ``sweep_role=parent``; the newest one unless
@@ -175,10 +176,27 @@ def register_sweep(uri: str | None = None, sweep_id: str | None = None, experime
                         parent.data.tags.get("sweep_id", ""))
 
 
+def register_one(uri: str, run_id: str, model_name: str | None = None) -> Champion:
+    """Register run ``run_id`` (any run with a ``model/`` bundle: one network or an ensemble) as ``<name>@champion``."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    cfg, client = settings(), MlflowClient(uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ConfigError(f"--run {run_id}: no such run in {uri}; check the id (MLflow UI) and MLFLOW_TRACKING_URI.") \
+            from None
+    name = model_name or str(cfg.model_name).format(experiment=client.get_experiment(run.info.experiment_id).name)
+    return register_run(uri, run, name, str(cfg.alias), str(cfg.artifact_path), str(cfg.metric),
+                        run.data.tags.get("sweep_id", ""))
+
+
 def describe(champion: Champion) -> str:
     state = "registered as" if champion.new else "already is"
-    return (f"champion: run {champion.run_id} ({champion.run_name}, {champion.metric} {champion.value:.4f}) of sweep "
-            f"{champion.sweep_id} {state} {champion.model_name} version {champion.version} → {champion.model_uri}")
+    sweep = f" of sweep {champion.sweep_id}" if champion.sweep_id else ""
+    return (f"champion: run {champion.run_id} ({champion.run_name}, {champion.metric} {champion.value:.4f}){sweep} "
+            f"{state} {champion.model_name} version {champion.version} → {champion.model_uri}")
 
 
 def serve_command(model_uri: str, host: str, port: int, workers: int = 1, timeout: int = 60) -> list[str]:
@@ -192,6 +210,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="action", required=True)
     reg = sub.add_parser("register", help="register the best run of a sweep as <model>@champion")
+    reg.add_argument("--run", help="register this run (an ensemble run, say) instead of a sweep's best run")
     reg.add_argument("--sweep-id", help="default: the newest sweep")
     reg.add_argument("--experiment", help="default: any experiment")
     reg.add_argument("--model", help="registered model name (default: conf/registry.yaml model_name)")
@@ -209,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = settings()
     uri = default_tracking_uri()
     if args.action == "register":
-        print(describe(register_sweep(uri, args.sweep_id, args.experiment, args.model)))
+        print(describe(register_one(uri, args.run, args.model) if args.run else
+                       register_sweep(uri, args.sweep_id, args.experiment, args.model)))
         return 0
     from omegaconf import OmegaConf
 

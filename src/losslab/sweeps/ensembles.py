@@ -52,14 +52,16 @@ class Member:
 
 
 def seed_groups(uri: str, sweep_id: str, experiment_id: str, select_metric: str) -> dict[str, list[Any]]:
-    """``{loss: [run ids]}``: FINISHED trainings (no search trials, no baseline) of each loss's selected variant,
-    one run per seed, for losses with at least two seeds."""
+    """``{loss: [run ids]}``: FINISHED single-model trainings (no search trials, baseline or k-fold ensembles) of
+    each loss's selected variant, one run per seed, for losses with at least two seeds."""
     from losslab.report import collect, stats
     from losslab.training.baseline import BASELINE
 
     frame = collect.load_sweep(uri, sweep_id, experiment_id=experiment_id).runs
     runs = frame[(frame["status"] == "FINISHED") & (frame["phase"] != "search") & (frame["model"] != BASELINE)
                  & frame["seed"].notna()]
+    if "param:ensemble.folds" in runs:  # a k-fold run is an ensemble already: not a member
+        runs = runs[runs["param:ensemble.folds"].isna() | (runs["param:ensemble.folds"] == "0")]
     if runs.empty:
         return {}
     runs = stats.select_variants(runs, select_metric) if select_metric in runs else runs

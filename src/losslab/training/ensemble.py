@@ -182,7 +182,7 @@ def train_folds(cfg: DictConfig, output_dir: str | Path) -> EnsembleResult:
         record.print_data_notes(fs.stats)
     timings["data"] = time.perf_counter() - mark
     tags = record.run_tags(cfg, fs) | {ENSEMBLE_TAG: "folds", MEMBERS_TAG: str(k)}
-    with runs.mlflow_run(uri, str(cfg.tracking.experiment), str(cfg.tracking.run_name), tags,
+    with runs.mlflow_run(uri, str(cfg.tracking.experiment), f"{cfg.tracking.run_name}-{k}fold", tags,
                          parent_run_id=cfg.tracking.get("parent_run_id")) as run:
         run_id = run.info.run_id
         outbox.watch(run_id, output_dir, uri)
