@@ -88,18 +88,20 @@ def write_predictions(path: Path, probs: np.ndarray, y_true: np.ndarray, class_n
 
 
 def write_test_artifacts(directory: Path, probs: np.ndarray, y_true: np.ndarray, class_names: Sequence[str],
-                         title: str = "", rule: dict | None = None) -> list[Path]:
+                         title: str = "", rule: dict | None = None, png: bool = True) -> list[Path]:
     """confusion_matrix.png, classification_report.txt/.json and test_predictions.csv (argmax); with a ``rule``
-    (the operating point chosen on validation) also confusion_matrix_tuned.png, classification_report_tuned.*."""
+    (the operating point chosen on validation) also confusion_matrix_tuned.png, classification_report_tuned.*.
+    ``png=False`` skips the two drawings (~0.2 s each; a sweep's report draws every loss's matrix)."""
     directory.mkdir(parents=True, exist_ok=True)
     y_pred = probs.argmax(axis=1)
     text, as_dict = classification_report(y_true, y_pred, class_names)
     (directory / "classification_report.txt").write_text(text)
     (directory / "classification_report.json").write_text(json.dumps(as_dict, indent=2))
     write_predictions(directory / "test_predictions.csv", probs, y_true, class_names)
-    png = plot_confusion_matrix(y_true, y_pred, class_names, directory / "confusion_matrix.png", title)
-    written = [png, directory / "classification_report.txt", directory / "classification_report.json",
+    written = [directory / "classification_report.txt", directory / "classification_report.json",
                directory / "test_predictions.csv"]
+    if png:
+        written.append(plot_confusion_matrix(y_true, y_pred, class_names, directory / "confusion_matrix.png", title))
     if rule:
         from losslab.model.operating_point import apply_rule, describe_rule
 
@@ -107,7 +109,8 @@ def write_test_artifacts(directory: Path, probs: np.ndarray, y_true: np.ndarray,
         text, as_dict = classification_report(y_true, tuned, class_names)
         (directory / "classification_report_tuned.txt").write_text(f"operating point: {describe_rule(rule)}\n\n{text}")
         (directory / "classification_report_tuned.json").write_text(json.dumps(as_dict | {"rule": rule}, indent=2))
-        written += [plot_confusion_matrix(y_true, tuned, class_names, directory / "confusion_matrix_tuned.png",
-                                          f"{title or 'test'} — {describe_rule(rule)}"),
-                    directory / "classification_report_tuned.txt", directory / "classification_report_tuned.json"]
+        written += [directory / "classification_report_tuned.txt", directory / "classification_report_tuned.json"]
+        if png:
+            written.append(plot_confusion_matrix(y_true, tuned, class_names, directory / "confusion_matrix_tuned.png",
+                                                 f"{title or 'test'} — {describe_rule(rule)}"))
     return written

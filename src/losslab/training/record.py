@@ -90,7 +90,8 @@ def log_artifacts(cfg: DictConfig, fs: "FeatureSet", parts: "Parts", directory: 
     targets = np.concatenate([t.numpy() for t in module.test_targets])
     rule = getattr(module, "operating_point", None)  # chosen on validation (training.operating)
     write_test_artifacts(directory / "evaluation", probs, targets, fs.class_names,
-                         title=f"{cfg.tracking.run_name} — test", rule=rule)
+                         title=f"{cfg.tracking.run_name} — test", rule=rule,
+                         png=bool(OmegaConf.select(cfg, "tracking.confusion_matrix_png", default=True)))
     # the best checkpoint's validation probabilities: a seed ensemble tunes its rule on them (sweeps.ensembles)
     write_predictions(directory / "evaluation" / "val_predictions.csv", validation_probabilities(cfg, fs, parts),
                       fs.y["val"], fs.class_names)
