@@ -109,3 +109,36 @@ def test_fused_members_equal_separate_trainings(compose, tiny_binary, tmp_path):
     bundle = tmp_path / "out" / "fused" / "bce" / "artifacts" / "model"
     texts = ["eres un idiota maldito @pepe", "gracias amigos feliz"]
     assert Predictor.load(bundle).predict(texts) == ["1", "0"] or Predictor.load(bundle).predict(texts) == [1, 0]
+
+
+def test_sweep_knob_turns_the_loss_sweep_into_fused_jobs():
+    from losslab.sweeps.cli import fused_overrides
+
+    fused = fused_overrides("quick", ["sweep.fused=true", "seed=0"])
+    assert "fused.losses=[mse,bce,ce,kl]" in fused and "~hydra.sweeper.params.loss" in fused and "seed=0" in fused
+    assert fused_overrides("quick", ["sweep.fused=false"]) == ["sweep.fused=false"]
+    assert "fused.losses=[ce,mse]" in fused_overrides("noise", ["sweep.fused=true", "loss=ce,mse"])
+    assert fused_overrides("quick", ["sweep.fused=true", "loss=ce"]) == ["sweep.fused=true", "loss=ce"]  # one loss
+    auto = fused_overrides("quick", [])
+    assert (auto != []) == torch.cuda.is_available()  # auto: fused only where CUDA is
+    with pytest.raises(ConfigError, match="sweep.fused=maybe"):
+        fused_overrides("quick", ["sweep.fused=maybe"])
+
+
+@pytest.mark.slow
+def test_fused_sweep_records_every_loss_as_a_child_run(tmp_path):
+    from sweep_fixture import EXPERIMENT, run_sweep
+
+    result = run_sweep(tmp_path, "quick", 1, "sweep.fused=true", "hydra.sweeper.params.seed=0",
+                       "sweep.report.enabled=false", "sweep.register=false", "sweep.baseline.enabled=false")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["loss"] for r in children) == ["bce", "ce", "kl", "mse"]
+    assert all(r.data.tags["fused"] == "true" and r.info.status == "FINISHED" for r in children)
+    assert {r.data.tags["sweep_id"] for r in children} == {parent.data.tags["sweep_id"]}
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert len(lines) == 4 and lines[-1].startswith("[4/4]"), result.stdout[-2000:]

@@ -11,7 +11,8 @@ If the multirun dies first (a failed job, Ctrl-C), an ``atexit`` hook still clos
 FAILED, so no run is left RUNNING (``losslab.sweeps.cli`` closes it at once, via ``close_open_sweeps``).
 
 ``SweepProgress`` is the console of a multirun: one line per finished job (``losslab.sweeps.progress``),
-counted across processes, out of the number of jobs the sweeper makes; Hydra's own INFO lines (the
+counted across processes, out of the number of jobs the sweeper makes (a fused job, ``sweep.fused``: one line
+per loss, each with 1/K of the job's time); Hydra's own INFO lines (the
 launch banner, one line per job) are off unless ``LOSSLAB_VERBOSE=1``.
 """
 
@@ -141,7 +142,10 @@ class SweepProgress(Callback):
                 self._levels[name] = logging.getLogger(name).level
                 logging.getLogger(name).setLevel(logging.WARNING)
         total, swept = planned_jobs(config)
-        self.shown = [k for k in swept if k not in ("loss", "seed")]
+        fused = [str(x) for x in OmegaConf.select(config, "fused.losses") or []]
+        if fused:  # one job per seed trains every loss: one line per loss (its run)
+            total, swept = (total * len(fused) if total is not None else None), {**swept, "loss": fused}
+        self.shown = [k for k in swept if k not in ("loss", "seed", "fused.losses")]
         report = OmegaConf.select(config, "sweep.report") or {}
         metrics = tuple(str(report[k]) for k in ("select_metric", "primary_metric") if k in report)
         self.progress = Progress.start(config.hydra.sweep.dir, total, metrics=metrics or Progress.metrics,
@@ -161,8 +165,11 @@ class SweepProgress(Callback):
         from hydra.core.utils import JobStatus
 
         seconds = time.perf_counter() - self._job_started if self._job_started is not None else 0.0
-        run = self._run_of(config)
         ok = job_return.status == JobStatus.COMPLETED
+        if OmegaConf.select(config, "fused.losses"):
+            self._fused_job_done(config, job_return, ok, seconds)
+            return
+        run = self._run_of(config)
         status = run.info.status if run is not None else "FINISHED" if ok else "FAILED"
         error = getattr(job_return, "_return_value", None) if not ok else None
         detail = " ".join(o for o in OmegaConf.to_container(config.hydra.overrides.task)
@@ -170,6 +177,40 @@ class SweepProgress(Callback):
         self.progress.job_done(str(OmegaConf.select(config, "loss.name")), OmegaConf.select(config, "seed"), status,
                                seconds, run.data.metrics if run is not None else {}, detail,
                                f"{type(error).__name__}: {error}"[:300] if error is not None else "")
+
+    def _fused_job_done(self, config: DictConfig, job_return: Any, ok: bool, seconds: float) -> None:
+        """A fused job: one line per loss, from its member run (each shown with 1/K of the job's time)."""
+        losses = [str(x) for x in OmegaConf.select(config, "fused.losses")]
+        found = self._member_runs(config)
+        error = getattr(job_return, "_return_value", None) if not ok else None
+        detail = " ".join(o for o in OmegaConf.to_container(config.hydra.overrides.task)
+                          if o.split("=", 1)[0].lstrip("+~") in self.shown)
+        for loss in losses:
+            run = found.get(loss)
+            status = run.info.status if run is not None else "FINISHED" if ok else "FAILED"
+            self.progress.job_done(loss, OmegaConf.select(config, "seed"), status, seconds / len(losses),
+                                   run.data.metrics if run is not None else {}, detail,
+                                   f"{type(error).__name__}: {error}"[:300] if error is not None else "")
+
+    @staticmethod
+    def _member_runs(config: DictConfig) -> dict[str, Any]:
+        """A fused job's runs by loss: the parent's children recorded under ``<job output dir>/<loss>``."""
+        from losslab.tracking.sweep_runs import child_runs
+
+        parent = OmegaConf.select(config, f"hydra.job.env_set.{PARENT_ENV}")
+        if not parent:
+            return {}
+        try:
+            from mlflow.tracking import MlflowClient
+
+            uri = tracking_uri(config.tracking)
+            folder = Path(config.hydra.runtime.output_dir).resolve()
+            experiment_id = MlflowClient(uri).get_run(str(parent)).info.experiment_id
+            runs = [r for r in child_runs(uri, experiment_id, str(parent))
+                    if Path(r.data.tags.get("output_dir", "/")).parent == folder]
+        except Exception:  # noqa: BLE001 - the lines still show; a store problem fails the sweep elsewhere
+            return {}
+        return {r.data.tags.get("loss"): r for r in sorted(runs, key=lambda r: r.info.start_time)}
 
     @staticmethod
     def _run_of(config: DictConfig) -> Any | None:

@@ -8,7 +8,8 @@
 also runnable as ``python -m losslab.train +sweep=<name>``); their parent run is opened and closed
 by ``losslab.sweeps.callbacks.SweepParentRun``. ``search`` is an Optuna search per loss
 (``losslab.sweeps.search``). ``--jobs 1`` runs every job in this process (imports and featurizing are
-paid once); ``--jobs N`` uses Hydra's joblib launcher with N worker processes.
+paid once); ``--jobs N`` uses Hydra's joblib launcher with N worker processes. With ``sweep.fused`` on
+(auto: on CUDA), the losses of a sweep train fused: one job per seed, one MLflow run per loss (``fused_overrides``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,51 @@ def hydra_argv(name: str, jobs: int, overrides: Sequence[str]) -> list[str]:
     if jobs > 1:
         argv += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"]
     return argv + list(overrides)
+
+
+def _override(overrides: Sequence[str], key: str) -> str | None:
+    """The value of ``key=...`` (or ``+key=``/``++key=``) on the command line, the last one winning."""
+    found = None
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if sep and name.lstrip("+") == key:
+            found = value
+    return found
+
+
+def fused_on(setting: object) -> bool:
+    """``sweep.fused``: true / false, or auto = on when CUDA is available (fused is slower on CPU, README)."""
+    text = str(setting).strip().lower()
+    if text in ("auto", "none", "null", ""):
+        import torch
+
+        return torch.cuda.is_available()
+    if text not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ConfigError(f"sweep.fused={setting}: choose auto, true or false.")
+    return text in ("true", "1", "yes", "on")
+
+
+def fused_overrides(name: str, overrides: Sequence[str]) -> list[str]:
+    """The overrides of sweep ``name`` with ``sweep.fused`` applied: a sweep over several losses becomes one fused
+    job per remaining combination (usually per seed) — the loss sweep turns into ``fused.losses=[...]`` —
+    unless fused is off (then ``overrides`` as given)."""
+    from omegaconf import OmegaConf
+
+    folder = config_dir() / "sweep"
+    setting = _override(overrides, "sweep.fused")
+    if setting is None:
+        setting = OmegaConf.select(OmegaConf.load(folder / f"{name}.yaml"), "sweep.fused", default=None)
+    if setting is None:
+        setting = OmegaConf.select(OmegaConf.load(folder / "_common.yaml"), "sweep.fused", default="auto")
+    losses = _override(overrides, "loss")
+    if losses is None:
+        losses = OmegaConf.select(OmegaConf.load(folder / f"{name}.yaml"), "hydra.sweeper.params.loss", default=None)
+    names = [x.strip() for x in str(losses or "").split(",") if x.strip()]
+    if len(names) < 2 or _override(overrides, "fused.losses") or not fused_on(setting):
+        return list(overrides)
+    kept = [o for o in overrides if o.partition("=")[0].lstrip("+") != "loss"]
+    return [*kept, "~hydra.sweeper.params.loss", f"fused.losses=[{','.join(names)}]",
+            "hydra.sweep.subdir=${hydra.job.num}-fused-s${seed}"]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -64,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # validates them against the plugin's schema; Hydra says so on every composition.
         ignore_warning(r"\s*'hydra/launcher/submitit_(local|slurm)' is validated against ConfigStore schema",
                        UserWarning)
-    saved, sys.argv = sys.argv, [sys.argv[0], *hydra_argv(args.name, args.jobs, args.overrides)]
+    overrides = fused_overrides(args.name, args.overrides)
+    saved, sys.argv = sys.argv, [sys.argv[0], *hydra_argv(args.name, args.jobs, overrides)]
     try:
         train.main()  # Hydra parses sys.argv
     except BaseException as exc:
