@@ -7,7 +7,8 @@ For each feature set and seed, the default model (``loss=ce``, ``diagnostics=fal
 with every new option off (``baseline``), each option alone, and all four on (the corpus options
 lowercase/users/urls/whitespace stay as configured). The best epoch is the one the run's checkpoint
 would keep (first maximum of ``val/f1_macro``); the table shows that score and ``val/f1_aggressive``
-of the same epoch, mean ± sd over seeds, and the paired mean difference to ``baseline``. The
+of the same epoch, mean ± sd over seeds, and the paired mean difference to ``baseline`` ± its standard
+error (``--report`` reprints the table from the JSON without training). The
 training is driven directly (data → features → module → Lightning fit, no MLflow, no checkpoint
 files), so the test split is never evaluated. A variant whose normalised train+val texts equal the
 baseline's would train identically; it is not retrained and is marked ``same texts``.
@@ -126,20 +127,27 @@ def summarise(runs: list[dict[str, Any]], features: str) -> list[dict[str, Any]]
         for metric in ("val_f1_macro", "val_f1_aggressive"):
             values = [r[metric] for r in mine]
             diffs = [r[metric] - base[r["seed"]][metric] for r in mine if r["seed"] in base]
+            se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
             row[metric] = {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-                           "delta_vs_baseline": statistics.mean(diffs) if diffs else float("nan")}
+                           "delta_vs_baseline": statistics.mean(diffs) if diffs else float("nan"),
+                           "delta_se": se}
+        gain, se = row["val_f1_macro"]["delta_vs_baseline"], row["val_f1_macro"]["delta_se"]
+        row["verdict"] = "helps" if gain > 2 * se else "hurts" if gain < -2 * se else "neutral"  # se = nan: neutral
         rows.append(row)
     return rows
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"\n{'features':8} {'variant':9} {'texts chg':>9}  {'val macro-F1':17} {'Δ':>8}  "
-          f"{'val F1(aggressive)':19} {'Δ':>8}")
+    """Mean ± sd over seeds; Δ = paired mean difference to baseline ± its standard error; the verdict on macro-F1
+    (helps / hurts when |Δ| exceeds twice its standard error, else neutral)."""
+    print(f"\n{'features':8} {'variant':9} {'texts chg':>9}  {'val macro-F1':17} {'Δ ± se':17}  "
+          f"{'val F1(aggressive)':18} {'Δ ± se':17} verdict")
     for r in rows:
         m, a = r["val_f1_macro"], r["val_f1_aggressive"]
         note = "  (same texts: not retrained)" if r["same_texts"] else ""
         print(f"{r['features']:8} {r['variant']:9} {r['texts_changed']:>9}  {m['mean']:.4f} ± {m['sd']:.4f}  "
-              f"{m['delta_vs_baseline']:+.4f}  {a['mean']:.4f} ± {a['sd']:.4f}    {a['delta_vs_baseline']:+.4f}{note}")
+              f"{m['delta_vs_baseline']:+.4f} ± {m['delta_se']:.4f}  {a['mean']:.4f} ± {a['sd']:.4f}   "
+              f"{a['delta_vs_baseline']:+.4f} ± {a['delta_se']:.4f}  {r['verdict']}{note}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,7 +156,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--output", type=Path, default=OUT)
+    parser.add_argument("--report", action="store_true", help="re-summarise the runs already in --output, no training")
     args = parser.parse_args(argv)
+    if args.report:
+        saved = json.loads(args.output.read_text())
+        features_done = list(dict.fromkeys(r["features"] for r in saved["runs"]))
+        saved["summary"] = [row for f in features_done for row in summarise(saved["runs"], f)]
+        print_table(saved["summary"])
+        args.output.write_text(json.dumps(saved, indent=2, ensure_ascii=False) + "\n")
+        return
     variants = ["baseline", *[v for v in args.variants if v != "baseline"]]
 
     runs: list[dict[str, Any]] = []
