@@ -71,7 +71,7 @@ LAUNCHER ?=
 EXPERIMENT ?=
 SWEEP_ID ?=
 SUDO := $(shell test "$$(id -u)" -eq 0 || echo sudo)
-.PHONY: sweep report browser-deps
+.PHONY: sweep tune report browser-deps
 
 # LAUNCHER=slurm: every job through Hydra's submitit SLURM launcher (conf/hydra/launcher/submitit_slurm.yaml) to the
 # cluster $$SLURM_CONF names, else the one `make slurm` runs; LAUNCHER=local: submitit, one local process per job.
@@ -82,6 +82,9 @@ sweep: setup ## every loss over seeds + report: make sweep [SWEEP=losses|quick|g
 	@$(if $(filter slurm,$(LAUNCHER)),SLURM_CONF="$$($(PY) -m losslab.ops.slurm conf)" || exit 2; export SLURM_CONF; \
 	  echo "submitting to the SLURM cluster of $$SLURM_CONF" >&2;) \
 	$(PY) -m losslab.sweeps $(SWEEP) $(if $(LAUNCHER),--jobs 1 hydra/launcher=submitit_$(LAUNCHER),--jobs $(SWEEP_JOBS)) $(ARGS)
+
+tune: setup ## the recipe for a dataset, chosen on validation → conf/experiment/<data.name>_best.yaml: make tune [ARGS=...]
+	$(PY) -m losslab.sweeps.tune $(ARGS)
 
 report: setup ## rebuild a sweep's report from the store: make report [EXPERIMENT=mex-a3t] [SWEEP_ID=<id>]
 	$(PY) -m losslab.report $(if $(EXPERIMENT),--experiment "$(EXPERIMENT)") $(if $(SWEEP_ID),--sweep-id "$(SWEEP_ID)")

@@ -102,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         run_search(args.overrides, jobs=args.jobs)
         return
+    if args.name == "tune":  # make tune: the search, then conf/experiment/<data.name>_best.yaml
+        from losslab.sweeps.tune import run_tune
+
+        run_tune(args.overrides, jobs=args.jobs)
+        return
     from losslab.training import train
     from losslab.sweeps.callbacks import close_open_sweeps
 

@@ -21,15 +21,15 @@ from losslab.paths import config_dir
 from losslab.sweeps.progress import Progress
 
 
-def compose(overrides: Sequence[str]) -> DictConfig:
-    """The search's config (``+sweep=search``) with ``overrides``, as Hydra composes it."""
+def compose(overrides: Sequence[str], sweep: str = "search") -> DictConfig:
+    """The search's config (``+sweep=<sweep>``: search or tune) with ``overrides``, as Hydra composes it."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=["+sweep=search", *overrides])
+        return hydra_compose(config_name="config", overrides=[f"+sweep={sweep}", *overrides])
 
 
 def suggest(trial: Any, space: DictConfig) -> list[str]:
@@ -48,11 +48,12 @@ def suggest(trial: Any, space: DictConfig) -> list[str]:
     return overrides
 
 
-def run_one(overrides: Sequence[str], output_dir: Path, progress: Progress | None = None, detail: str = "") -> float:
+def run_one(overrides: Sequence[str], output_dir: Path, progress: Progress | None = None, detail: str = "",
+            sweep: str = "search") -> float:
     """Compose and train once (one progress line); the value of the search objective."""
     from losslab.training.train import train
 
-    cfg = compose(overrides)
+    cfg = compose(overrides, sweep)
     started = time.perf_counter()
     try:
         result = train(cfg, output_dir)
@@ -69,11 +70,12 @@ def run_one(overrides: Sequence[str], output_dir: Path, progress: Progress | Non
     return float(metrics[str(cfg.sweep.search.objective)])
 
 
-def search_loss(loss: str, base: Sequence[str], output_dir: Path, progress: Progress | None = None) -> dict[str, Any]:
+def search_loss(loss: str, base: Sequence[str], output_dir: Path, progress: Progress | None = None,
+                sweep: str = "search") -> dict[str, Any]:
     """Search one loss, then re-run its best trial on the final seeds. Returns a summary."""
     import optuna
 
-    cfg = compose([*base, f"loss={loss}"])
+    cfg = compose([*base, f"loss={loss}"], sweep)
     search = cfg.sweep.search
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", study_name=f"{loss}",
@@ -84,7 +86,7 @@ def search_loss(loss: str, base: Sequence[str], output_dir: Path, progress: Prog
         tags = ["+tracking.tags.sweep_phase=search", f"+tracking.tags.trial={trial.number}"]
         name = f"tracking.run_name={loss}-trial{trial.number}"
         return run_one([*base, f"loss={loss}", f"seed={search.seed}", *sampled, *tags, name],
-                       output_dir / f"{loss}-trial{trial.number}", progress, f"trial {trial.number}")
+                       output_dir / f"{loss}-trial{trial.number}", progress, f"trial {trial.number}", sweep)
 
     study.optimize(objective, n_trials=int(search.trials))
     best = [f"{k}={v}" for k, v in study.best_params.items()]
@@ -94,27 +96,28 @@ def search_loss(loss: str, base: Sequence[str], output_dir: Path, progress: Prog
     for seed in search.final_seeds:
         finals[int(seed)] = run_one([*base, f"loss={loss}", f"seed={seed}", *best, "+tracking.tags.sweep_phase=final",
                                      f"+tracking.tags.best_trial={study.best_trial.number}"],
-                                    output_dir / f"{loss}-final-s{seed}", progress, "final")
+                                    output_dir / f"{loss}-final-s{seed}", progress, "final", sweep)
     return {"loss": loss, "best_value": study.best_value, "best_params": study.best_params, "finals": finals}
 
 
-def run_search(overrides: Sequence[str], jobs: int = 1) -> list[dict[str, Any]]:
-    """The whole search sweep under one parent run; the report at the end."""
+def run_search(overrides: Sequence[str], jobs: int = 1, sweep: str = "search") -> list[dict[str, Any]]:
+    """The whole search sweep (``conf/sweep/<sweep>.yaml``) under one parent run; the report at the end (when the
+    sweep re-runs finals: ``make tune`` only searches)."""
     from losslab.sweeps.finish import finish_sweep
     from losslab.tracking.store import tracking_uri
     from losslab.tracking.sweep_runs import start_parent
 
-    cfg = compose(overrides)
+    cfg = compose(overrides, sweep)
     search = cfg.sweep.search
     uri = tracking_uri(cfg.tracking)
     params = {"sweep.losses": ",".join(search.losses), "sweep.trials": search.trials,
               "sweep.final_seeds": ",".join(map(str, search.final_seeds)), "sweep.objective": search.objective,
               "sweep.space": OmegaConf.to_yaml(search.space), "sweep.overrides": " ".join(overrides),
               "sweep.n_jobs": jobs}
-    parent = start_parent(uri, str(cfg.tracking.experiment), "search", params)
+    parent = start_parent(uri, str(cfg.tracking.experiment), str(cfg.sweep.name), params)
     base = [*overrides, f"tracking.parent_run_id={parent.run_id}",
             f"tracking.tags.sweep_id={parent.sweep_id}"]
-    output_dir = Path("outputs/search") / f"{time.strftime('%Y-%m-%d')}" / parent.sweep_id
+    output_dir = Path("outputs") / str(cfg.sweep.name) / f"{time.strftime('%Y-%m-%d')}" / parent.sweep_id
     progress = Progress.start(output_dir, len(search.losses) * (int(search.trials) + len(search.final_seeds)),
                               metrics=(str(search.objective), str(cfg.sweep.report.primary_metric)),
                               loss_width=max(map(len, search.losses)))
@@ -124,15 +127,17 @@ def run_search(overrides: Sequence[str], jobs: int = 1) -> list[dict[str, Any]]:
         if jobs > 1:
             from joblib import Parallel, delayed
 
-            results = Parallel(n_jobs=jobs)(delayed(search_loss)(loss, base, output_dir, progress)
+            results = Parallel(n_jobs=jobs)(delayed(search_loss)(loss, base, output_dir, progress, sweep)
                                             for loss in search.losses)
         else:
-            results = [search_loss(loss, base, output_dir, progress) for loss in search.losses]
+            results = [search_loss(loss, base, output_dir, progress, sweep) for loss in search.losses]
+        for result in results:
+            result["sweep_id"] = parent.sweep_id
     except BaseException as exc:
         failed = f"{type(exc).__name__}: {exc}"[:500]
         raise
     finally:
-        finish_sweep(parent, report=bool(cfg.sweep.report.enabled) and failed is None,
+        finish_sweep(parent, report=bool(cfg.sweep.report.enabled) and failed is None and bool(search.final_seeds),
                      reports_dir=cfg.sweep.reports_dir, failed=failed, register=bool(cfg.sweep.register),
                      settings=OmegaConf.to_container(cfg.sweep.report, resolve=True),
                      baseline=OmegaConf.to_container(cfg.sweep.baseline, resolve=True))
