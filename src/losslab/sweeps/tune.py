@@ -48,9 +48,10 @@ def experiment_yaml(name: str, winner: Mapping[str, Any], cfg: Any, sweep_id: st
     search = cfg.sweep.search
     header = [
         "# @package _global_",
-        f"# Written by `make tune` (losslab.sweeps.tune) on {time.strftime('%Y-%m-%d')}, git {commit[:10]}, sweep {sweep_id}:",
-        f"# the best of {int(search.trials)} Optuna trials per loss ({', '.join(search.losses)}) on seed {search.seed},",
-        f"# {search.objective} = {float(winner['best_value']):.4f} (validation split only; the test split chose nothing).",
+        f"# Written by `make tune` (losslab.sweeps.tune) on {time.strftime('%Y-%m-%d')}, git {commit[:10]},",
+        f"# sweep {sweep_id}: the best of {int(search.trials)} Optuna trials per loss ({', '.join(search.losses)})",
+        f"# on seed {search.seed}: {search.objective} = {float(winner['best_value']):.4f}",
+        "# (validation split only; the test split chose nothing).",
         f"#   make train ARGS=\"experiment={name}\"      make sweep ARGS=\"experiment={name}\"",
         "defaults:",
         *[f"  - override /{group}: {choice}" for group, choice in overrides.items()],
