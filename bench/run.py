@@ -12,7 +12,9 @@ Trailing ``key=value`` arguments are Hydra overrides applied to every measure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import re
@@ -30,22 +32,26 @@ from losslab.paths import project_root
 PHASES = ("startup", "imports", "data", "fit", "test", "logging")
 REQUIRED = ("featurize_tweets_per_s", "lightning_samples_per_s", "plain_samples_per_s", "lightning_vs_plain_ratio",
             "epoch_seconds", "train_wall_seconds", "quick_sweep_seconds", "peak_rss_mb", "predict_tweets_per_s",
-            "sklearn_fit_seconds", "diagnostics_overhead_ratio")
+            "sklearn_fit_seconds", "diagnostics_overhead_ratio", "logging_seconds", "fused_vs_separate_max_abs_diff")
 # (key, label, unit, format, target as (op, value) or None)
 TABLE = [
     ("featurize_tweets_per_s", "featurize (fit+transform, train split)", "tweets/s", ",.0f", None),
     ("lightning_samples_per_s", "train throughput, Lightning path", "samples/s", ",.0f", None),
     ("plain_samples_per_s", "train throughput, plain PyTorch loop", "samples/s", ",.0f", None),
     ("lightning_vs_plain_ratio", "Lightning / plain", "x", ".2f", (">=", 0.8)),
-    ("epoch_seconds", "one epoch (train + val + logging)", "s", ".3f", ("<", 0.5)),
+    ("epoch_seconds", "one epoch (train + val + logging)", "s", ".3f", ("<", 0.25)),
     ("diagnostics_overhead_ratio", "one epoch, diagnostics on / off", "x", ".3f", ("<", 1.10)),
     ("diagnostics_seconds_per_epoch", "  diag/* measurement per epoch", "s", ".3f", None),
     ("diagnostics_share_of_epoch", "  its share of an epoch (no diagnostics)", "x", ".3f", ("<", 0.10)),
-    ("train_wall_seconds", "make train (python -m losslab.train)", "s", ".1f", ("<", 20.0)),
+    ("train_wall_seconds", "make train (python -m losslab.train)", "s", ".1f", ("<", 10.0)),
     *[(f"train_{p}_seconds", f"  of which {p}", "s", ".2f", None) for p in PHASES],
     ("import_torch_seconds", "floor: import torch (bare interpreter)", "s", ".2f", None),
     ("import_lightning_seconds", "floor: + import pytorch_lightning", "s", ".2f", None),
     ("import_mlflow_seconds", "floor: + import mlflow", "s", ".2f", None),
+    ("logging_seconds", "per-run records outside fit (time/logging)", "s", ".2f", ("<", 0.2)),
+    ("losses_sweep_seconds", "make sweep (35 runs + baseline + report)", "s", ".1f", ("<", 60.0)),
+    ("losses_sweep_trainings_seconds", "  of which the trainings", "s", ".1f", None),
+    ("fused_vs_separate_max_abs_diff", "fused members vs separate runs, max |diff|", "abs", ".2g", None),
     ("quick_sweep_seconds", "make sweep SWEEP=quick (8 runs + baseline + report)", "s", ".1f", ("<", 60.0)),
     ("quick_sweep_runs_per_min", "  sweep throughput", "runs/min", ".1f", None),
     ("peak_rss_mb", "peak RSS of a training", "MB", ",.0f", None),
@@ -68,6 +74,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="epochs per throughput fit (default 6); the first is dropped")
     parser.add_argument("--runs", type=int, default=3, help="python -m losslab.train subprocesses (default 3)")
     parser.add_argument("--sweeps", type=int, default=2, help="quick sweeps (default 2; 0 skips them)")
+    parser.add_argument("--losses-sweeps", type=int, default=1,
+                        help="default sweeps, make sweep end to end (default 1; 0 skips it)")
     parser.add_argument("--output", default=str(project_root() / "bench" / "results.json"))
     parser.add_argument("--keep", action="store_true", help="keep the temp store and outputs (path printed)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every measure (e.g. data paths)")
@@ -139,6 +147,32 @@ def sweep_runs(n: int, overrides: list[str], env: dict[str, str], work: Path) ->
     return {"quick_sweep_seconds": seconds, "quick_sweep_runs": jobs, "quick_sweep_runs_per_min": 60 * jobs / seconds}
 
 
+def losses_sweep(n: int, overrides: list[str], env: dict[str, str], work: Path) -> dict[str, Any]:
+    """``make sweep`` (7 losses × 5 seeds, linear baseline, seed ensembles, report) end to end, ``n`` times; the
+    trainings' share is read from the progress log the sweep writes (one line per job with its seconds)."""
+    walls, trainings = [], []
+    for i in range(n):
+        cmd = [sys.executable, "-m", "losslab.sweeps", "losses", "--jobs", "1", f"sweep.reports_dir={work / 'reports'}",
+               f"hydra.sweep.dir={work / f'losses-{i}'}", f"tracking.experiment=bench-losses-{i}", *overrides]
+        wall, _, text = run_child(cmd, env, work / f"losses-{i}.log")
+        walls.append(wall)
+        jobs = [float(m) for m in re.findall(r"FINISHED\s+([0-9.]+) s", text)]
+        trainings.append(sum(jobs))
+        print(f"  make sweep {i + 1}/{n}: {len(jobs)} trainings ({sum(jobs):.1f} s) in {wall:.1f} s", flush=True)
+    return {"losses_sweep_seconds": bench.median(walls), "losses_sweep_trainings_seconds": bench.median(trainings)}
+
+
+def fused_difference(overrides: list[str], uri: str, work: Path) -> float:
+    """The four lecture losses fused vs trained one by one (dropout 0, 3 epochs): the largest |difference| of the
+    logged weights and test metrics (``losslab.training.fused.max_abs_diff_vs_separate``; 0.0 = bitwise)."""
+    from losslab.training.fused import max_abs_diff_vs_separate
+
+    cfg = bench.compose_config([*overrides, f"tracking.uri={uri}", "tracking.experiment=bench-fused",
+                                "fused.losses=[mse,bce,ce,kl]", "model.dropout=0.0", "trainer.max_epochs=3"])
+    with bench.quiet(), contextlib.redirect_stdout(io.StringIO()):
+        return max_abs_diff_vs_separate(cfg, work / "fused")
+
+
 IMPORT_PROBE = ("import time; t = [time.perf_counter()]; import torch; t.append(time.perf_counter()); "
                 "import pytorch_lightning; t.append(time.perf_counter()); "
                 "import mlflow; t.append(time.perf_counter()); "
@@ -203,6 +237,12 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     pred = bench.predict_seconds(bundle, dataset.test.texts, args.repeats)
     results["predict_tweets_per_s"] = len(dataset.test.texts) / bench.median(pred)
 
+    print("fused vs separate: 4 lecture losses, dropout 0 …", flush=True)
+    results["fused_vs_separate_max_abs_diff"] = fused_difference(overrides, uri, work)
+    results["logging_seconds"] = results["train_logging_seconds"]
+    if args.losses_sweeps > 0:
+        print(f"default sweep: {args.losses_sweeps} × make sweep …", flush=True)
+        results |= losses_sweep(args.losses_sweeps, overrides, env, work)
     if args.sweeps > 0:
         print(f"quick sweep: {args.sweeps} × make sweep SWEEP=quick …", flush=True)
         results |= sweep_runs(args.sweeps, overrides, env, work)
