@@ -92,3 +92,18 @@ def test_features_and_batches_on_cuda_give_the_cpu_logits_and_gradients():
         torch.nn.functional.cross_entropy(gpu_logits, on_gpu[3]).backward()  # embedding_bag's backward on CUDA
         for (name, p_cpu), p_gpu in zip(cpu_net.named_parameters(), gpu_net.parameters()):
             assert torch.allclose(p_gpu.grad.cpu(), p_cpu.grad, atol=1e-5), name
+
+
+@RunIf(min_gpus=1)
+def test_batches_on_the_gpu_are_the_host_batches():
+    """SparseBatches.to('cuda') (BatchesOnDevice does it in every GPU training): slices made on the device."""
+    x = np.random.default_rng(0).random((200, 50)).astype(np.float32)
+    x[x < 0.9] = 0
+    import scipy.sparse as sp
+
+    csr, y = sp.csr_matrix(x), np.arange(200) % 2
+    host = SparseBatches(csr, y, 16, shuffle=True, seed=1)
+    device = SparseBatches(csr, y, 16, shuffle=True, seed=1).to("cuda")
+    for a, b in zip(host, device):
+        assert all(t.device.type == "cuda" for t in b)
+        assert all(torch.equal(u, v.cpu()) for u, v in zip(a, b))

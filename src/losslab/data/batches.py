@@ -52,6 +52,7 @@ class SparseBatches:
         self.even = shuffle if even is None else even
         self.epoch = 0
         self.rank, self.world = 0, 1
+        self._tensors: dict[str, torch.Tensor] | None = None  # set by ``to(device)``
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -86,13 +87,60 @@ class SparseBatches:
             order = order[self.rank::self.world]
         return order
 
+    def to(self, device: "torch.device | str") -> "SparseBatches":
+        """Keep the matrix as torch tensors on ``device`` (the GPU: copied once, not per batch): each pass reorders
+        it there (one host sync per pass, for the row pointers) and every batch is a slice of it, with no host
+        sync per step. The batches are the same rows, in the same order, as from the host matrix."""
+        self._tensors = {"indptr": torch.from_numpy(self.x.indptr.astype(np.int64)).to(device),
+                         "indices": torch.from_numpy(self.x.indices.astype(np.int64)).to(device),
+                         "data": torch.from_numpy(self.x.data.astype(np.float32, copy=False)).to(device),
+                         "y": torch.from_numpy(self.y).to(device)}
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self._tensors["y"].device if self._tensors else torch.device("cpu")
+
     def __iter__(self) -> Iterator[Batch]:
+        if self._tensors:
+            yield from self._iter_tensors()
+            return
         order = self._order()
         x, y = (self.x, self.y) if order is None else (self.x[order], self.y[order])
         n = len(y)
         for i in range(len(self)):
             block = slice(i * self.batch_size, min((i + 1) * self.batch_size, n))
             yield csr_to_batch(x[block], y[block])
+
+    def _iter_tensors(self) -> Iterator[Batch]:
+        t = self._tensors
+        assert t is not None
+        order = self._order()
+        if order is None:
+            indptr, indices, data, y = t["indptr"], t["indices"], t["data"], t["y"]
+        else:
+            nnz = int(t["indices"].numel()) if self.world == 1 else None  # a permutation of every row
+            indptr, indices, data, y = reorder_csr(t["indptr"], t["indices"], t["data"], t["y"],
+                                                   torch.from_numpy(order).to(t["y"].device), nnz)
+        bounds = indptr.cpu().numpy()  # the pass's one host sync: where each batch's non-zeros start and end
+        n = len(y)
+        for i in range(len(self)):
+            a, b = i * self.batch_size, min((i + 1) * self.batch_size, n)
+            start, end = int(bounds[a]), int(bounds[b])
+            yield indices[start:end], indptr[a:b] - start, data[start:end], y[a:b]
+
+
+def reorder_csr(indptr: torch.Tensor, indices: torch.Tensor, data: torch.Tensor, y: torch.Tensor,
+                order: torch.Tensor, nnz: int | None = None) -> Batch:
+    """Rows ``order`` of a CSR matrix (``indptr``, ``indices``, ``data``) and of ``y``, on their device. ``nnz``:
+    the selected rows' non-zero count when the caller knows it (a permutation of every row: the matrix's), which
+    spares ``repeat_interleave`` its host sync. Returns ``(indptr, indices, data, y)``."""
+    lengths = (indptr[1:] - indptr[:-1])[order]
+    new_indptr = torch.zeros(len(order) + 1, dtype=indptr.dtype, device=indptr.device)
+    torch.cumsum(lengths, 0, out=new_indptr[1:])
+    row = torch.repeat_interleave(torch.arange(len(order), device=indptr.device), lengths, output_size=nnz)
+    source = indptr[:-1][order][row] + (torch.arange(row.numel(), device=indptr.device) - new_indptr[:-1][row])
+    return new_indptr, indices[source], data[source], y[order]
 
 
 def interleave(shares: list[torch.Tensor]) -> torch.Tensor:

@@ -128,12 +128,13 @@ def make_trainer(cfg: DictConfig, output_dir: Path, run_id: str, uri: str, show_
     under DDP each rank iterates over its own share of ``parts``' batches."""
     from hydra.utils import instantiate
 
-    from losslab.training.callbacks import GracefulStop, ShardAcrossRanks
+    from losslab.training.callbacks import BatchesOnDevice, GracefulStop, ShardAcrossRanks
 
     stopper = GracefulStop()
     callbacks = [stopper, *build_callbacks(cfg.get("callbacks"), output_dir, show_epochs)]
     if parts is not None:
-        callbacks.append(ShardAcrossRanks([parts.train, parts.val, parts.test]))
+        callbacks += [ShardAcrossRanks([parts.train, parts.val, parts.test]),
+                      BatchesOnDevice([parts.train, parts.val, parts.test])]  # after sharding: each rank its share
     logger = instantiate(cfg.logger, tracking_uri=uri, run_id=run_id)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(output_dir))
     if trainer.checkpoint_callback is None:

@@ -81,6 +81,22 @@ class ShardAcrossRanks(pl.Callback):
             batches.shard(trainer.global_rank, trainer.world_size)
 
 
+class BatchesOnDevice(pl.Callback):
+    """On a GPU, copy the feature matrices to it once (``SparseBatches.to``): every batch is then a slice made on
+    the device, with no host-to-device copy and no host sync per step. On the CPU the host path stays (slicing
+    scipy's CSR is ~10× faster there than the same gather in torch)."""
+
+    def __init__(self, batches: Sequence[Any]) -> None:
+        self.batches = list(batches)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        device = trainer.strategy.root_device
+        if device.type == "cuda":
+            for batches in self.batches:
+                if hasattr(batches, "to") and getattr(batches, "device", None) != device:
+                    batches.to(device)
+
+
 class GracefulStop(pl.Callback):
     """SIGINT/SIGTERM during fit: finish the current epoch (so checkpoints stay consistent), then stop.
 
