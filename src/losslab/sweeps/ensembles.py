@@ -193,6 +193,9 @@ def build_seed_ensembles(uri: str, experiment_id: str, parent_run_id: str, sweep
 
     from losslab.sweeps.progress import duration, metric_label
 
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars on the sweep console
     started = time.perf_counter()
     groups = seed_groups(uri, sweep_id, experiment_id, select_metric)
     client, done = MlflowClient(uri), 0
