@@ -234,7 +234,9 @@ def test_every_params_key_is_read_by_a_stage(tmp_path):
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     params = composed(tmp_path)  # what conf/ composes to (params.yaml may lag until `make params`)
     listed = {key.split(".")[0] for stage in stages.values() for key in stage.get("params", [])}
-    ignored = {"resume"}  # `python -m losslab.train resume=<id>` only; the stages never resume
+    # modes of `python -m losslab.train` only (resume=<id>, fused.losses=[...], ensemble.folds=k): a stage trains
+    # one model with train(), which reads none of them
+    ignored = {"resume", "fused", "ensemble"}
     unread = set(params) - listed - ignored
     for stage in stages.values():
         for key in stage.get("params", []):
@@ -333,7 +335,11 @@ def test_dvc_pipeline_end_to_end(tmp_path):
     assert trained["epochs"] == 2 and 0 <= trained["best_epoch"] <= 1 and 0 < trained["best_val/f1_macro"] <= 1
     ce = json.loads((repo / "metrics" / "test" / "ce.json").read_text())
     assert ce["test/accuracy"] > 0.7 and {"test/f1_macro", "test/auroc", "test/ece", "test/nll", "test/loss",
-                                          "test/f1_calm", "test/f1_aggressive"} == set(ce) - {"test/accuracy"}
+                                          "test/f1_calm", "test/f1_aggressive"} == {
+        k for k in ce if k.startswith("test/")} - {"test/accuracy"}
+    # and under the decision rule train@ce chose on validation (in the bundle), as the training's test_tuned/*
+    assert {"test_tuned/accuracy", "test_tuned/f1_macro", "test_tuned/f1_calm", "test_tuned/f1_aggressive"} == {
+        k for k in ce if k.startswith("test_tuned/")}
     # evaluate@ce scores the bundle as the training's own test loop did, and logs to that training's run
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     ce_run = next(r for r in runs if r.data.tags["loss"] == "ce")

@@ -6,7 +6,8 @@
 Loads the model bundle (``losslab.serving.bundle.Predictor``, weights only) and scores
 ``artifacts/features``' test split exactly as the training's test loop does: batches of
 ``data.eval_batch_size`` rows, the metrics of ``losslab.model.metrics`` (``test/*``, the same names
-as in the MLflow run) and ``test/loss`` with the loss it was trained with (``losses.<loss>``).
+as in the MLflow run) and ``test/loss`` with the loss it was trained with (``losses.<loss>``), and
+``test_tuned/*`` under the decision rule the training chose on validation (kept in the bundle).
 Those two keys are all it reads from ``params.yaml``. Writes the metrics (JSON), the per-class
 report, confusion matrix and per-row probabilities (``--out``) and ``actual,predicted`` per test
 row (the data of ``dvc plots``' confusion matrix). When ``train@<loss>`` recorded its MLflow run
@@ -124,8 +125,14 @@ def evaluate(params: Any, args: argparse.Namespace) -> dict[str, float]:
                         f"{loss.activation}; rerun train@{args.loss} (`dvc repro`).")
     y = features.y["test"]
     values, probs = score(predictor, features.x["test"], y, loss, int(params.data.eval_batch_size))
+    rule = predictor.operating_point  # chosen on validation by train@<loss> (training.operating), kept in the bundle
+    if rule:
+        from losslab.model.operating_point import apply_rule, label_metrics
+
+        values |= {f"test_tuned/{k}": v for k, v in label_metrics(y, apply_rule(probs, rule),
+                                                                   predictor.class_names).items()}
     metrics = {k: round(v, 6) for k, v in sorted(values.items())}
-    write_test_artifacts(args.out, probs, y, predictor.class_names, title=f"{args.loss} — test")
+    write_test_artifacts(args.out, probs, y, predictor.class_names, title=f"{args.loss} — test", rule=rule)
     write_predictions(args.predictions, y, probs, predictor.class_names)
     write_json(args.metrics, metrics)
     stage = os.environ.get("DVC_STAGE") or f"evaluate@{args.loss}"
