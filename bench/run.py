@@ -164,8 +164,8 @@ def losses_sweep(n: int, overrides: list[str], env: dict[str, str], work: Path) 
 
 def fused_difference(overrides: list[str], uri: str, work: Path) -> float:
     """The four lecture losses fused vs trained one by one (dropout 0, 3 epochs): the largest |difference| of the
-    logged weights and test metrics (``losslab.training.fused.max_abs_diff_vs_separate``; 0.0 = bitwise)."""
-    from losslab.training.fused import max_abs_diff_vs_separate
+    logged weights and test metrics (``losslab.training.fused_check.max_abs_diff_vs_separate``; 0.0 = bitwise)."""
+    from losslab.training.fused_check import max_abs_diff_vs_separate
 
     cfg = bench.compose_config([*overrides, f"tracking.uri={uri}", "tracking.experiment=bench-fused",
                                 "fused.losses=[mse,bce,ce,kl]", "model.dropout=0.0", "trainer.max_epochs=3"])

@@ -14,7 +14,8 @@ from losslab.model.fused import FusedMLP, member_key, split_member_key
 from losslab.model.losses import BinaryCrossEntropy, CrossEntropy, MeanSquaredError
 from losslab.model.network import PReLUMLP
 from losslab.serving.bundle import Predictor
-from losslab.training.fused import compare_with_separate, fused_losses, train_fused
+from losslab.training.fused import fused_losses, train_fused
+from losslab.training.fused_check import compare_with_separate
 
 LOSSES = ["ce_weighted", "mse", "bce"]  # a partial loss (class counts), a softmax one, a sigmoid one
 

@@ -21,3 +21,19 @@ def verbose() -> bool:
 def ignore_warning(message: str, category: type[Warning] = Warning, module: str = "") -> None:
     """Silence one known third-party warning by its message (a regex matched at its start)."""
     warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
+def quiet_third_party() -> None:
+    """Keep Lightning's info lines (device banner, tips, checkpoint restores) and known deprecations off the
+    console unless ``LOSSLAB_VERBOSE=1``; warnings about our own use still show."""
+    import logging
+
+    if verbose():
+        return
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning 2.6's CombinedLoader builds torch's LeafSpec, deprecated in torch 2.13 (not our code).
+    ignore_warning(r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+    # Lightning's hint on any host where SLURM is installed but this process was not started by srun
+    # (a local run or a local sweep); jobs sent to SLURM (LAUNCHER=slurm) run under it anyway.
+    ignore_warning(r"The `srun` command is available on your system but is not used")

@@ -76,8 +76,10 @@ def train_baseline(parent: SweepParent, settings: Mapping[str, Any]) -> None:
     fits = [fit for _, fit in done]
     chosen = ", ".join(f"C={f.chosen.C:g}" + (f" {f.chosen.class_weight}" if f.chosen.class_weight else "")
                        for f in fits)
+    cached = sum(f.cached for f in fits)
     print(f"linear baseline: {len(fits)} runs (seeds {', '.join(str(f.seed) for f in fits)}; chosen on validation: "
-          f"{chosen}) in {duration(time.perf_counter() - started)}", flush=True)
+          f"{chosen}) in {duration(time.perf_counter() - started)}"
+          + (f"; {cached} fit(s) reused from outputs/cache/baseline" if cached else ""), flush=True)
 
 
 def seed_ensembles(parent: SweepParent, settings: Mapping[str, Any]) -> None:

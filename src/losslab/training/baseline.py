@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 BASELINE = "linear-baseline"
+CACHE_DIR = "outputs/cache/baseline"  # under the project root (git-ignored); sweep.baseline.cache: false skips it
 SELECTED_BY = "val/f1_macro"
 
 
@@ -54,6 +56,7 @@ class BaselineFit:
     sizes: dict[str, int]
     vocabulary_size: int
     seconds: dict[str, float] = field(default_factory=dict)
+    cached: bool = False  # read back from the cache (``cached_fit``), not fitted by this process
 
 
 def features_config(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,6 +127,55 @@ def fit_seed(data_cfg: Mapping[str, Any], seed: int, settings: Mapping[str, Any]
                        featurizer.vocabulary_size,
                        {"featurize": featurized - started, "fit": fitted - featurized,
                         "total": time.perf_counter() - started})
+
+
+CACHE_VERSION = 1
+
+
+def cache_key(data_cfg: Mapping[str, Any], seed: int, settings: Mapping[str, Any]) -> str:
+    """What a seed's fit depends on: the data settings, the data files (path, size, mtime), the seed, the baseline
+    settings, scikit-learn's version and this module's code."""
+    import hashlib
+    import json
+
+    import sklearn
+
+    from losslab.paths import resolve_path
+
+    files = []
+    for key in ("train_path", "test_path"):
+        if data_cfg.get(key):
+            path = resolve_path(str(data_cfg[key]))
+            stat = path.stat() if path.exists() else None
+            files.append([str(path), stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1])
+    blob = json.dumps({"data": data_cfg, "files": files, "seed": int(seed), "sklearn": sklearn.__version__,
+                       "settings": {k: v for k, v in settings.items() if k != "cache"}, "version": CACHE_VERSION,
+                       "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def cached_fit(data_cfg: Mapping[str, Any], seed: int, settings: Mapping[str, Any],
+               cache_dir: Path | None) -> BaselineFit:
+    """``fit_seed``, or the same fit read back from ``cache_dir`` when nothing it depends on changed
+    (``cache_key``); ``cache_dir=None`` always fits. The fit is deterministic, so a cached one is the same."""
+    import pickle
+
+    if cache_dir is None:
+        return fit_seed(data_cfg, seed, settings)
+    path = cache_dir / f"{cache_key(data_cfg, seed, settings)}.pkl"
+    if path.is_file():
+        try:
+            fit = pickle.loads(path.read_bytes())
+            fit.cached = True
+            return fit
+        except Exception:  # noqa: BLE001 - an unreadable entry (older class layout, torn write) is refitted
+            path.unlink(missing_ok=True)
+    fit = fit_seed(data_cfg, seed, settings)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_bytes(pickle.dumps(fit))
+    tmp.replace(path)
+    return fit
 
 
 def scores(probs: np.ndarray, y: np.ndarray, prefix: str, class_names: list[str]) -> dict[str, float]:
@@ -219,14 +271,17 @@ def run_baselines(uri: str, experiment_id: str, parent_run_id: str, sweep_id: st
     import os
     import tempfile
 
+    from losslab.paths import project_root
+
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     configs, done = sweep_seeds(uri, experiment_id, parent_run_id)
+    cache_dir = project_root() / CACHE_DIR if settings.get("cache", True) else None
     out = []
     with tempfile.TemporaryDirectory(prefix="losslab-baseline-") as tmp:
         for seed, data_cfg in configs.items():
             if seed in done:
                 continue
-            fit = fit_seed(data_cfg, seed, settings)
+            fit = cached_fit(data_cfg, seed, settings, cache_dir)
             out.append((log_fit(uri, experiment_id, parent_run_id, sweep_id, fit, data_cfg, settings, Path(tmp)),
                         fit))
     return out

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from losslab.data.featureset import FeatureSet
     from losslab.model.fused import FusedClassifier
     from losslab.training.build import Parts
-    from losslab.training.train import TrainResult
+    from losslab.training.result import TrainResult
 
 
 @dataclass
@@ -167,7 +167,7 @@ def train_fused(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet |
     from losslab.tracking import liveness, outbox, store
     from losslab.training.build import build_parts, check_config, plain, resolve_sizes
     from losslab.training.callbacks import GracefulStop
-    from losslab.training.train import quiet_third_party
+    from losslab.console import quiet_third_party
 
     timings = {"imports": time.perf_counter() - started}
     quiet_third_party()
@@ -254,7 +254,7 @@ def _record_member(m: _Member, module: "FusedClassifier", fs: "FeatureSet", uri:
     from losslab.model.module import NonFiniteLossError
     from losslab.tracking import outbox, runs
     from losslab.training import operating, record
-    from losslab.training.train import TrainResult
+    from losslab.training.result import TrainResult
 
     cfg, parts, k = m.cfg, m.parts, m.k
     mark = time.perf_counter()
@@ -338,31 +338,3 @@ def _print_members(results: Mapping[str, "TrainResult"]) -> None:
               f"{metrics.get('test_tuned/f1_macro', float('nan')):.4f}  run {result.run_id}")
     if results:
         print(f"Tracking URI:  {next(iter(results.values())).tracking_uri}")
-
-
-def compare_with_separate(cfg: DictConfig,
-                          output_dir: str | Path) -> tuple[FusedResult, dict[str, "TrainResult"], float]:
-    """Train ``fused.losses`` fused, then each loss separately with the same config and seed; returns both and the
-    largest |difference| over the members' logged (best-checkpoint) network weights and test/test_tuned metrics."""
-    import torch
-
-    from losslab.training.train import train
-
-    output_dir = Path(output_dir)
-    fused = train_fused(copy.deepcopy(cfg), output_dir / "fused")
-    separate, worst = {}, 0.0
-    for name, member in fused.members.items():
-        single = member_config(cfg, name)
-        with open_dict(single):
-            single.fused.losses = None
-        separate[name] = result = train(single, output_dir / "separate" / name)
-        nets = [torch.load(Path(folder) / "artifacts" / "model" / "network.pt", weights_only=True)  # the logged bundles
-                for folder in (output_dir / "fused" / name, output_dir / "separate" / name)]
-        worst = max([worst, *((nets[0][key] - value).abs().max().item() for key, value in nets[1].items()),
-                     *(abs(member.test_metrics[key] - value) for key, value in result.test_metrics.items())])
-    return fused, separate, worst
-
-
-def max_abs_diff_vs_separate(cfg: DictConfig, output_dir: str | Path) -> float:
-    """For the benchmark: ``compare_with_separate``'s largest |difference| (0.0 = bitwise equal)."""
-    return compare_with_separate(cfg, output_dir)[2]

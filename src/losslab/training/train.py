@@ -9,32 +9,20 @@ metrics, artifacts, model bundle).
 
 from __future__ import annotations
 
-import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from losslab.console import ignore_warning, verbose
+from losslab.console import quiet_third_party, verbose  # noqa: F401  (quiet_third_party: also imported from here)
 from losslab.errors import ConfigError, TrainingInterrupted, friendly_exit
 from losslab.paths import config_dir
+from losslab.training.result import TrainResult
 
 if TYPE_CHECKING:
     from losslab.data.featureset import FeatureSet
-
-
-@dataclass
-class TrainResult:
-    """What a caller (CLI, sweep, test) gets back from one training."""
-
-    run_id: str
-    tracking_uri: str
-    test_metrics: dict[str, float]
-    best_val_f1_macro: float
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (also logged as time/*)
 
 
 def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None" = None,
@@ -126,20 +114,6 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
     if talk:
         runs.print_run(run_id, uri, test_metrics)
     return TrainResult(run_id, uri, test_metrics, best_val, timings)
-
-
-def quiet_third_party() -> None:
-    """Keep Lightning's info lines (device banner, tips, checkpoint restores) and known deprecations off the
-    console unless ``LOSSLAB_VERBOSE=1``; warnings about our own use still show."""
-    if verbose():
-        return
-    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # Lightning 2.6's CombinedLoader builds torch's LeafSpec, deprecated in torch 2.13 (not our code).
-    ignore_warning(r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
-    # Lightning's hint on any host where SLURM is installed but this process was not started by srun
-    # (a local run or a local sweep); jobs sent to SLURM (LAUNCHER=slurm) run under it anyway.
-    ignore_warning(r"The `srun` command is available on your system but is not used")
 
 
 _HEAP_FROZEN = False
