@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import CONF, synthetic_rows, write_table
-from losslab.training.baseline import BASELINE, fit_seed
+from losslab.training.baseline import BASELINE, cached_fit, fit_seed
 from sweep_fixture import EXPERIMENT, LOSSES as QUICK_LOSSES, SEEDS, quick_sweep  # noqa: F401
 
 SETTINGS = {"features": "ngrams", "C": [0.01, 1.0, 100.0], "class_weight": [None, "balanced"], "max_iter": 500}
@@ -40,6 +40,25 @@ def test_the_choice_sees_validation_only(tmp_path):
     assert (first.test_y != second.test_y).all() and (first.test_probs == second.test_probs).all()
     # the same split as a training of this seed: the validation rows a training would hold out
     assert first.sizes == {"train": 180, "val": 20, "test": 80}
+
+
+def test_a_cached_fit_is_the_fit_and_a_changed_data_file_refits(tmp_path):
+    import os
+
+    labels = ["calm", "aggressive"]
+    train = write_table(tmp_path / "train.csv", synthetic_rows(120, labels, seed=1), "csv")
+    test = write_table(tmp_path / "test.csv", synthetic_rows(40, labels, seed=2), "csv")
+    data, cache = data_config(train, test), tmp_path / "cache"
+    settings = SETTINGS | {"C": [1.0], "class_weight": [None]}
+    fresh = cached_fit(data, 0, settings, cache)
+    again = cached_fit(data, 0, settings | {"cache": True}, cache)  # the cache switch itself is not part of the key
+    assert not fresh.cached and again.cached and len(list(cache.glob("*.pkl"))) == 1
+    assert (again.test_probs == fresh.test_probs).all() and again.chosen == fresh.chosen
+    assert not cached_fit(data, 1, settings, cache).cached  # another seed: another split
+    write_table(train, synthetic_rows(120, labels, seed=5), "csv")  # new rows in the same file
+    os.utime(train, ns=(1, 1))
+    changed = cached_fit(data, 0, settings, cache)
+    assert not changed.cached and not (changed.test_probs == fresh.test_probs).all()
 
 
 @pytest.mark.slow
