@@ -83,8 +83,10 @@ def test_quick_sweep_with_two_jobs_logs_every_run_to_the_postgres_server():
         parents = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
-                    and r.data.tags.get("model") != "linear-baseline"]  # the trainings; + one baseline run per seed
-        assert len(runs) == 1 + len(LOSSES) * len(SEEDS) + len(SEEDS) == 1 + len(children) + len(SEEDS)
+                    and r.data.tags.get("model") != "linear-baseline" and r.data.tags.get("ensemble") != "seeds"]
+        # the trainings; + one baseline run per seed, + one seed ensemble per loss
+        assert len(runs) == 1 + len(LOSSES) * len(SEEDS) + len(SEEDS) + len(LOSSES) == \
+            1 + len(children) + len(SEEDS) + len(LOSSES)
         assert all(r.info.status == "FINISHED" for r in children)
         assert sorted((r.data.tags["loss"], int(r.data.tags["seed"])) for r in children) == \
             sorted((loss, seed) for loss in LOSSES for seed in SEEDS)

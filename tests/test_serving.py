@@ -35,7 +35,8 @@ def sweep_runs(client: MlflowClient) -> tuple[object, list]:
     runs = client.search_runs([experiment.experiment_id], max_results=200)
     parent = next(r for r in runs if r.data.tags.get("sweep_role") == "parent")
     return parent, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
-                    and r.data.tags.get("model") != "linear-baseline"]  # the trainings, not the baseline's runs
+                    and r.data.tags.get("model") != "linear-baseline"  # the trainings, not the baseline's runs
+                    and r.data.tags.get("ensemble") != "seeds"]        # nor the seed ensembles
 
 
 def test_sweep_end_registered_its_best_validation_run_as_champion(quick_sweep):  # noqa: F811

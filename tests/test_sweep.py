@@ -100,10 +100,12 @@ def test_parallel_sweep_records_every_job_under_one_parent(quick_sweep):
     experiment = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id], max_results=100)
     parents = [r for r in runs if r.data.tags.get("sweep_role") == "parent"]
-    children = [r for r in runs if r.data.tags.get("sweep_role") != "parent"
+    children = [r for r in runs if r.data.tags.get("sweep_role") not in ("parent", "ensemble")
                 and r.data.tags.get("model") != "linear-baseline"]  # the trainings (test_baseline: the baseline's)
+    ensembles = [r for r in runs if r.data.tags.get("ensemble") == "seeds"]  # one per loss: its seeds as one model
 
     assert len(parents) == 1 and len(children) == len(QUICK_LOSSES) * len(SEEDS) == 8
+    assert sorted(r.data.tags["loss"] for r in ensembles) == sorted(QUICK_LOSSES)
     parent = parents[0]
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)

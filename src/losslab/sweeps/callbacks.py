@@ -51,13 +51,15 @@ class SweepParentRun(Callback):
     """See the module docstring; the arguments come from ``sweep.*`` (``conf/sweep/_common.yaml``)."""
 
     def __init__(self, report: bool = True, reports_dir: str | None = None, register: bool = True,
-                 model_name: str | None = None, settings: Any = None, baseline: Any = None) -> None:
+                 model_name: str | None = None, settings: Any = None, baseline: Any = None,
+                 ensemble: Any = None) -> None:
         self.report = report
         self.reports_dir = reports_dir
         self.register = register
         self.model_name = model_name
         self.settings = OmegaConf.to_container(settings, resolve=True) if settings is not None else None
         self.baseline = OmegaConf.to_container(baseline, resolve=True) if baseline is not None else None
+        self.ensemble = OmegaConf.to_container(ensemble, resolve=True) if ensemble is not None else None
         self.parent: SweepParent | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -89,7 +91,7 @@ class SweepParentRun(Callback):
             return
         finish_sweep(parent, report=self.report and failed is None, reports_dir=self.reports_dir, failed=failed,
                      register=self.register, model_name=self.model_name, settings=self.settings,
-                     baseline=self.baseline)
+                     baseline=self.baseline, ensemble=self.ensemble)
         for key in (PARENT_ENV, SWEEP_ID_ENV):
             os.environ.pop(key, None)
 
