@@ -26,7 +26,8 @@ def test_tune_writes_the_validation_winner_as_an_experiment_that_composes(tmp_pa
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "experiment" / "tiny_best.yaml"
     written = run_tune([*tiny_data(tmp_path), f"tracking.uri={uri}", f"tracking.experiment={EXPERIMENT}",
-                        "sweep.search.losses=[ce,mse]", "sweep.search.trials=2", "trainer.max_epochs=4",
+                        "sweep.search.losses=[ce,mse]", "sweep.search.trials=2", "sweep.search.seeds=[0]",
+                        "trainer.max_epochs=4",
                         "model.hidden=16", "sweep.search.space={features: {choices: [onehot, tfidf]}, "
                         "model.dropout: {low: 0.0, high: 0.5}}", f"sweep.output={out}"])
     assert written == out
@@ -47,3 +48,13 @@ def test_tune_writes_the_validation_winner_as_an_experiment_that_composes(tmp_pa
     assert math.isclose(cfg.model.dropout, float(winner.data.params["model.dropout"]), abs_tol=1e-6)
     assert "early_stopping" in cfg.callbacks and cfg.trainer.min_epochs == 3
     assert cfg.tracking.tags.experiment == "tiny_best"
+
+
+def test_trials_train_on_every_listed_seed_else_the_search_seed():
+    from omegaconf import OmegaConf
+
+    from losslab.sweeps.search import trial_seeds
+
+    assert trial_seeds(OmegaConf.create({"seed": 4, "seeds": [0, 1, 2]})) == [0, 1, 2]
+    assert trial_seeds(OmegaConf.create({"seed": 4})) == [4]
+    assert trial_seeds(OmegaConf.create({"seed": 4, "seeds": None})) == [4]

@@ -70,6 +70,11 @@ def run_one(overrides: Sequence[str], output_dir: Path, progress: Progress | Non
     return float(metrics[str(cfg.sweep.search.objective)])
 
 
+def trial_seeds(search: DictConfig) -> list[int]:
+    """The seeds each trial trains on: ``search.seeds`` (its objective is their mean), else ``[search.seed]``."""
+    return [int(s) for s in (search.get("seeds") or [search.seed])]
+
+
 def search_loss(loss: str, base: Sequence[str], output_dir: Path, progress: Progress | None = None,
                 sweep: str = "search") -> dict[str, Any]:
     """Search one loss, then re-run its best trial on the final seeds. Returns a summary."""
@@ -81,12 +86,16 @@ def search_loss(loss: str, base: Sequence[str], output_dir: Path, progress: Prog
     study = optuna.create_study(direction="maximize", study_name=f"{loss}",
                                 sampler=optuna.samplers.TPESampler(seed=int(search.seed)))
 
+    seeds = trial_seeds(search)
+
     def objective(trial: Any) -> float:
         sampled = suggest(trial, search.space)
         tags = ["+tracking.tags.sweep_phase=search", f"+tracking.tags.trial={trial.number}"]
-        name = f"tracking.run_name={loss}-trial{trial.number}"
-        return run_one([*base, f"loss={loss}", f"seed={search.seed}", *sampled, *tags, name],
-                       output_dir / f"{loss}-trial{trial.number}", progress, f"trial {trial.number}", sweep)
+        values = [run_one([*base, f"loss={loss}", f"seed={seed}", *sampled, *tags,
+                           f"tracking.run_name={loss}-trial{trial.number}" + (f"-s{seed}" if len(seeds) > 1 else "")],
+                          output_dir / f"{loss}-trial{trial.number}-s{seed}", progress, f"trial {trial.number}", sweep)
+                  for seed in seeds]
+        return sum(values) / len(values)  # several seeds: the mean (a split's luck does not pick the trial)
 
     study.optimize(objective, n_trials=int(search.trials))
     best = [f"{k}={v}" for k, v in study.best_params.items()]
@@ -118,7 +127,8 @@ def run_search(overrides: Sequence[str], jobs: int = 1, sweep: str = "search") -
     base = [*overrides, f"tracking.parent_run_id={parent.run_id}",
             f"tracking.tags.sweep_id={parent.sweep_id}"]
     output_dir = Path("outputs") / str(cfg.sweep.name) / f"{time.strftime('%Y-%m-%d')}" / parent.sweep_id
-    progress = Progress.start(output_dir, len(search.losses) * (int(search.trials) + len(search.final_seeds)),
+    trainings = int(search.trials) * len(trial_seeds(search)) + len(search.final_seeds)
+    progress = Progress.start(output_dir, len(search.losses) * trainings,
                               metrics=(str(search.objective), str(cfg.sweep.report.primary_metric)),
                               loss_width=max(map(len, search.losses)))
     failed = None

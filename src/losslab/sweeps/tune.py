@@ -25,14 +25,17 @@ def best_trial(results: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     return max(results, key=lambda r: float(r["best_value"]))
 
 
-def experiment_yaml(name: str, winner: Mapping[str, Any], cfg: Any, sweep_id: str, commit: str) -> str:
+def experiment_yaml(name: str, winner: Mapping[str, Any], cfg: Any, sweep_id: str, commit: str,
+                    overrides: Sequence[str] = ()) -> str:
     """The experiment file: the winner's loss and group choices as ``override /group``, its sampled values, the
     training schedule the search ran with (early stopping, epochs), and where it came from."""
     from omegaconf import OmegaConf
 
+    from losslab.sweeps.search import trial_seeds
+
     params = dict(winner["best_params"])
-    overrides = {"loss": winner["loss"], "callbacks": "early_stopping"}
-    overrides |= {k: v for k, v in params.items() if k in GROUPS}
+    groups = {"loss": winner["loss"], "callbacks": "early_stopping"}
+    groups |= {k: v for k, v in params.items() if k in GROUPS}
     values = {k: v for k, v in params.items() if k not in GROUPS}
     body: dict[str, Any] = {}
     for key, value in values.items():
@@ -49,12 +52,13 @@ def experiment_yaml(name: str, winner: Mapping[str, Any], cfg: Any, sweep_id: st
     header = [
         "# @package _global_",
         f"# Written by `make tune` (losslab.sweeps.tune) on {time.strftime('%Y-%m-%d')}, git {commit[:10]},",
-        f"# sweep {sweep_id}: the best of {int(search.trials)} Optuna trials per loss ({', '.join(search.losses)})",
-        f"# on seed {search.seed}: {search.objective} = {float(winner['best_value']):.4f}",
+        f"# sweep {sweep_id}: the best of {int(search.trials)} Optuna trials per loss ({', '.join(search.losses)}),",
+        f"# mean over seeds {list(trial_seeds(search))}: {search.objective} = {float(winner['best_value']):.4f}",
         "# (validation split only; the test split chose nothing).",
+        *([f"# Command: make tune ARGS=\"{' '.join(overrides)}\""] if overrides else []),
         f"#   make train ARGS=\"experiment={name}\"      make sweep ARGS=\"experiment={name}\"",
         "defaults:",
-        *[f"  - override /{group}: {choice}" for group, choice in overrides.items()],
+        *[f"  - override /{group}: {choice}" for group, choice in groups.items()],
     ]
     return "\n".join(header) + "\n" + OmegaConf.to_yaml(OmegaConf.create(body))
 
@@ -77,7 +81,7 @@ def run_tune(overrides: Sequence[str], jobs: int = 1) -> Path:
     out = output_path(cfg)
     name = out.stem
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(experiment_yaml(name, winner, cfg, str(winner.get("sweep_id", "")), git_state()[0]))
+    out.write_text(experiment_yaml(name, winner, cfg, str(winner.get("sweep_id", "")), git_state()[0], overrides))
     print(f"tune: {winner['loss']} {cfg.sweep.search.objective}={float(winner['best_value']):.4f} → {out}\n"
           f"  next: make sweep ARGS=\"experiment={name}\"", file=sys.stderr)
     return out
