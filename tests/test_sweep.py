@@ -46,7 +46,7 @@ def sweeper_params(name: str) -> dict[str, list[str]]:
 
 
 def test_the_sweeps_exist():
-    assert available_sweeps() == ["grid", "losses", "noise", "quick", "search"]
+    assert available_sweeps() == ["grid", "losses", "noise", "quick", "search", "tune"]
 
 
 def test_losses_sweep_is_the_lecture_losses_and_their_variants_times_five_seeds():
