@@ -31,6 +31,7 @@ VARIANTS: dict[str, list[str]] = {
     "ngrams_es_h128": ["features=ngrams", *ES, "model.hidden=128"],
     "ngrams_es_char20k": ["features=ngrams", *ES, "features.char.max_features=20000"],
     "ngrams_es_mindf5": ["features=ngrams", *ES, "features.char.min_df=5", "features.word.min_df=3"],
+    "mex_a3t_best": ["experiment=mex_a3t_best"],   # what make tune wrote (n-grams, early stopping, its loss)
 }
 
 
