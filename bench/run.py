@@ -32,7 +32,7 @@ from losslab.paths import project_root
 PHASES = ("startup", "imports", "data", "fit", "test", "logging")
 REQUIRED = ("featurize_tweets_per_s", "lightning_samples_per_s", "plain_samples_per_s", "lightning_vs_plain_ratio",
             "epoch_seconds", "train_wall_seconds", "quick_sweep_seconds", "peak_rss_mb", "predict_tweets_per_s",
-            "sklearn_fit_seconds", "diagnostics_overhead_ratio", "logging_seconds", "fused_vs_separate_max_abs_diff")
+            "sklearn_fit_seconds", "diagnostics_overhead_ratio", "logging_seconds", "losses_sweep_seconds")
 # (key, label, unit, format, target as (op, value) or None)
 TABLE = [
     ("featurize_tweets_per_s", "featurize (fit+transform, train split)", "tweets/s", ",.0f", None),
@@ -139,8 +139,8 @@ def sweep_runs(n: int, overrides: list[str], env: dict[str, str], work: Path) ->
         wall, _, _ = run_child(sweep_command(overrides, work, i), env, work / f"sweep-{i}.log")
         experiment = client.get_experiment_by_name(f"bench-sweep-{i}")
         runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'", max_results=1000)
-        jobs = sum(1 for r in runs if r.data.tags.get("sweep_role") != "parent"  # the trainings (the sweep's
-                   and r.data.tags.get("model") != "linear-baseline")          # wall includes its baseline)
+        jobs = sum(1 for r in runs if r.data.tags.get("sweep_role") not in ("parent", "ensemble")  # the trainings
+                   and r.data.tags.get("model") != "linear-baseline")  # (the wall includes baseline, ensembles, report)
         walls.append(wall)
         print(f"  quick sweep {i + 1}/{n}: {jobs} runs in {wall:.1f} s", flush=True)
     seconds = bench.median(walls)
@@ -220,6 +220,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     tcfg = bench.compose_config([*overrides, f"tracking.uri={uri}", "tracking.experiment=bench",
                                  f"trainer.max_epochs={args.epochs}"])
     fs = build_feature_set(tcfg.data, tcfg.features, int(tcfg.seed))
+    from losslab.training.build import resolve_sizes
+
+    resolve_sizes(tcfg, len(fs.y["train"]))  # batch size / epochs "auto" → numbers, as train() does
     device = "cuda" if args.accelerator == "gpu" else "cpu"
     results |= bench.throughput(tcfg, fs, work / "throughput", uri, args.fits, device)
     print(f"diagnostics overhead: {args.fits} × (on, off) fits of {args.epochs} epochs …", flush=True)

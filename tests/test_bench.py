@@ -26,5 +26,7 @@ def test_bench_writes_every_figure(tiny_binary, tmp_path):
     for key in REQUIRED:
         assert isinstance(results[key], (int, float)) and math.isfinite(results[key]) and results[key] > 0, key
     assert results["quick_sweep_runs"] == 8  # 4 losses x 2 seeds, all FINISHED
+    assert results["fused_vs_separate_max_abs_diff"] <= 1e-5  # fused members = separate trainings (0.0: bitwise)
+    assert results["losses_sweep_trainings_seconds"] < results["losses_sweep_seconds"]
     assert results["machine"]["cores"] >= 1 and results["machine"]["torch"]
     assert "Lightning / plain" in done.stdout and "make train" in done.stdout  # the table is printed
