@@ -37,7 +37,8 @@ def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Silence Lightning's banners, warnings and the per-epoch summary while a measure runs."""
-    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric",
+                                                    "lightning.fabric")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

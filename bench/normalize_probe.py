@@ -18,56 +18,24 @@ Results go to ``bench/normalize_probe.json``.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
-import logging
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+import measure as bench  # bench/measure.py, beside this script
 
 OPTIONS = ("repeats", "laughter", "emoji", "hashtags")
 VARIANTS: dict[str, tuple[str, ...]] = {"baseline": (), **{o: (o,) for o in OPTIONS}, "all": OPTIONS}
 OUT = Path(__file__).with_name("normalize_probe.json")
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence Lightning's banners and warnings while a training runs."""
-    names = ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric")
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def compose(overrides: list[str]) -> Any:
-    """The real ``conf/config.yaml`` with ``overrides`` (no Hydra run: nothing is written)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from losslab.paths import config_dir
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
-
-
 def config(features: str, seed: int, on: tuple[str, ...]) -> Any:
     opts = [f"data.normalize.{o}={str(o in on).lower()}" for o in OPTIONS]
-    return compose([f"features={features}", "loss=ce", f"seed={seed}", "diagnostics=false",
+    return bench.compose_config([f"features={features}", "loss=ce", f"seed={seed}", "diagnostics=false",
                     "trainer.accelerator=cpu", *opts])
 
 
@@ -181,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
                         base_texts = texts
                     changed = sum(a != b for a, b in zip(texts, base_texts)) + abs(len(texts) - len(base_texts))
                     same = variant != "baseline" and texts == base_texts
-                    with quiet():
+                    with bench.quiet():
                         work = Path(tmp) / f"{features}-{variant}-{seed}"
                         result = dict(base_result) if same else fit_validation(cfg, work)
                     if variant == "baseline":

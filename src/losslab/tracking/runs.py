@@ -90,6 +90,26 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def open_store(tracking: Any, create_experiment: bool = True) -> str:
+    """The store a training logs to, ready before any work: its URI, the outbox installed (a tracking server:
+    writes that still fail after MLflow's retries wait in pending/), reachable (inside a sweep: waiting up to
+    ``tracking.http.server_wait_s`` for a server), the experiment created once, and — outside a sweep, which did
+    it when it started — the runs of dead processes closed."""
+    from omegaconf import OmegaConf
+
+    from losslab.tracking import store
+
+    in_sweep = bool(tracking.get("parent_run_id"))
+    uri = store.tracking_uri(tracking)
+    outbox.install(uri)
+    store.check_store(uri, wait_s=float(OmegaConf.select(tracking, "http.server_wait_s") or 0) if in_sweep else 0)
+    if create_experiment:
+        store.experiment_id_for(uri, str(tracking.experiment))
+    if not in_sweep:
+        liveness.close_dead_runs_once(uri, tracking.get("heartbeat_max_age_s"))
+    return uri
+
+
 @contextlib.contextmanager
 def mlflow_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, str],
                parent_run_id: str | None = None, resume_run_id: str | None = None) -> Iterator[Any]:

@@ -156,7 +156,7 @@ def train_folds(cfg: DictConfig, output_dir: str | Path) -> EnsembleResult:
 
     from losslab.data.featureset import build_feature_set
     from losslab.serving.bundle import mean_probabilities
-    from losslab.tracking import liveness, outbox, runs, store
+    from losslab.tracking import outbox, runs
     from losslab.training import record
     from losslab.training.build import check_config, resolve_sizes
 
@@ -166,12 +166,7 @@ def train_folds(cfg: DictConfig, output_dir: str | Path) -> EnsembleResult:
     check_config(cfg)
     k = int(cfg.ensemble.folds)
     output_dir = Path(output_dir)
-    uri = store.tracking_uri(cfg.tracking)
-    outbox.install(uri)
-    store.check_store(uri, wait_s=float(OmegaConf.select(cfg, "tracking.http.server_wait_s") or 0) if in_sweep else 0)
-    store.experiment_id_for(uri, str(cfg.tracking.experiment))
-    if not in_sweep:
-        liveness.close_dead_runs_once(uri, cfg.tracking.get("heartbeat_max_age_s"))
+    uri = runs.open_store(cfg.tracking)
     mark = time.perf_counter()
     fs = build_feature_set(cfg.data, cfg.features, int(cfg.seed))
     x = sp.vstack([fs.x["train"], fs.x["val"]]).tocsr()  # the non-test rows of the training file

@@ -164,7 +164,7 @@ def train_fused(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet |
     from losslab.console import verbose
     from losslab.data.featureset import build_feature_set
     from losslab.model.fused import FusedClassifier, FusedMLP
-    from losslab.tracking import liveness, outbox, store
+    from losslab.tracking import runs
     from losslab.training.build import build_parts, check_config, plain, resolve_sizes
     from losslab.training.callbacks import GracefulStop
     from losslab.console import quiet_third_party
@@ -179,12 +179,7 @@ def train_fused(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet |
     output_dir = Path(output_dir)
     in_sweep = bool(cfg.tracking.get("parent_run_id"))
     talk = verbose() or not in_sweep
-    uri = store.tracking_uri(cfg.tracking)
-    outbox.install(uri)
-    store.check_store(uri, wait_s=float(OmegaConf.select(cfg, "tracking.http.server_wait_s") or 0) if in_sweep else 0)
-    store.experiment_id_for(uri, str(cfg.tracking.experiment))
-    if not in_sweep:
-        liveness.close_dead_runs_once(uri, cfg.tracking.get("heartbeat_max_age_s"))
+    uri = runs.open_store(cfg.tracking)
     mark = time.perf_counter()
     fs = features if features is not None else build_feature_set(cfg.data, cfg.features, int(cfg.seed))
     auto_sized = resolve_sizes(cfg, len(fs.y["train"]))

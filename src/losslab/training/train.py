@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from losslab.console import quiet_third_party, verbose  # noqa: F401  (quiet_third_party: also imported from here)
 from losslab.errors import ConfigError, TrainingInterrupted, friendly_exit
@@ -39,7 +39,7 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
     import pytorch_lightning  # noqa: F401  (here, so that time/imports_seconds counts it)
 
     from losslab.data.featureset import build_feature_set
-    from losslab.tracking import liveness, outbox, runs, store
+    from losslab.tracking import outbox, runs
     from losslab.training import durability, operating, preemption, record
     from losslab.training.build import build_parts, check_config, make_trainer, resolve_sizes
 
@@ -50,14 +50,7 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
 
     check_config(cfg)
     output_dir = Path(output_dir)
-    uri = store.tracking_uri(cfg.tracking)
-    outbox.install(uri)  # a tracking server: writes that still fail after MLflow's retries wait in pending/
-    in_sweep = bool(cfg.tracking.get("parent_run_id"))
-    store.check_store(uri, wait_s=float(OmegaConf.select(cfg, "tracking.http.server_wait_s") or 0) if in_sweep else 0)
-    if not resume_run_id:
-        store.experiment_id_for(uri, str(cfg.tracking.experiment))  # creates the store once, before any work
-    if not in_sweep:  # a sweep closed dead runs when it started
-        liveness.close_dead_runs_once(uri, cfg.tracking.get("heartbeat_max_age_s"))
+    uri = runs.open_store(cfg.tracking, create_experiment=not resume_run_id)
     mark = time.perf_counter()
     fs = features if features is not None else build_feature_set(cfg.data, cfg.features, int(cfg.seed))
     auto_sized = resolve_sizes(cfg, len(fs.y["train"]))  # data.batch_size / trainer.max_epochs: auto → numbers
