@@ -47,7 +47,9 @@ def tune(cfg: DictConfig, fs: "FeatureSet", parts: "Parts") -> tuple[dict[str, A
         positive = names.index(str(class_name))
     elif metric == "f1_class":
         metric = "f1_minority"  # no class named: the training split's minority class
-    rule = choose_rule(validation_probabilities(cfg, fs, parts), np.asarray(fs.y["val"]), metric=metric,
+    val_probs = validation_probabilities(cfg, fs, parts)
+    parts.module.val_probs = val_probs  # kept for the run's evaluation/val_predictions.csv (record.log_artifacts)
+    rule = choose_rule(val_probs, np.asarray(fs.y["val"]), metric=metric,
                        positive=positive, class_counts=fs.class_counts())
     if rule["kind"] == "threshold":
         rule["class_name"] = names[rule["positive"]]

@@ -93,7 +93,9 @@ def log_artifacts(cfg: DictConfig, fs: "FeatureSet", parts: "Parts", directory: 
                          title=f"{cfg.tracking.run_name} — test", rule=rule,
                          png=bool(OmegaConf.select(cfg, "tracking.confusion_matrix_png", default=True)))
     # the best checkpoint's validation probabilities: a seed ensemble tunes its rule on them (sweeps.ensembles)
-    write_predictions(directory / "evaluation" / "val_predictions.csv", validation_probabilities(cfg, fs, parts),
+    val_probs = getattr(module, "val_probs", None)  # computed once, when the rule was tuned (training.operating)
+    write_predictions(directory / "evaluation" / "val_predictions.csv",
+                      val_probs if val_probs is not None else validation_probabilities(cfg, fs, parts),
                       fs.y["val"], fs.class_names)
     model_params = {k: v for k, v in module.hparams.model.items() if not str(k).startswith("_")}
     save_bundle(directory / "model", featurizer=fs.featurizer, net=module.net.cpu(), class_names=fs.class_names,
