@@ -248,7 +248,7 @@ def _record_member(m: _Member, module: "FusedClassifier", fs: "FeatureSet", uri:
     from losslab.model.metrics import absent_classes
     from losslab.model.module import NonFiniteLossError
     from losslab.tracking import outbox, runs
-    from losslab.training import operating, record
+    from losslab.training import record
     from losslab.training.result import TrainResult
 
     cfg, parts, k = m.cfg, m.parts, m.k
@@ -280,15 +280,10 @@ def _record_member(m: _Member, module: "FusedClassifier", fs: "FeatureSet", uri:
         tester.test(parts.module, parts.test, verbose=False)
         timings = m.timings | {"test": time.perf_counter() - test_started}
         test_metrics = {key: float(v) for key, v in tester.callback_metrics.items() if key.startswith("test/")}
-        _, tuned = operating.tune(cfg, fs, parts)
-        mlflow.log_metrics(tuned)
-        test_metrics |= {key: v for key, v in tuned.items() if key.startswith("test_tuned/")}
         best_val = float(module.best_score[k]) if module.best_score[k] is not None else float("nan")
         share = m.timings["fit"] / m.count  # this member's share of the fused fit
-        epochs_run = m.trainer.current_epoch
-        mlflow.log_metrics({"fit_seconds": share, "best_val/f1_macro": best_val,
-                            "train_samples_per_second": len(fs.y["train"]) * epochs_run / max(share, 1e-9)})
-        mlflow.set_tag("best_epoch", str(module.best_epoch[k]) if module.best_epoch[k] is not None else "unknown")
+        best_epoch = str(module.best_epoch[k]) if module.best_epoch[k] is not None else "unknown"
+        test_metrics |= record.log_outcome(cfg, fs, parts, share, m.trainer.current_epoch, best_val, best_epoch)
         record.log_artifacts(cfg, fs, parts, m.output_dir / "artifacts")
         timings["fit"] = share
         timings["logging"] = time.perf_counter() - mark - timings["test"]

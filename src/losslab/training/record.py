@@ -105,6 +105,22 @@ def log_artifacts(cfg: DictConfig, fs: "FeatureSet", parts: "Parts", directory: 
     mlflow.log_artifacts(str(directory / "model"), "model")
 
 
+def log_outcome(cfg: DictConfig, fs: "FeatureSet", parts: "Parts", fit_seconds: float, epochs_run: int,
+                best_val: float, best_epoch: str) -> dict[str, float]:
+    """After the test: the decision rule chosen on validation (``training.operating``) and the metrics under it,
+    the fit's cost and the best epoch, into the active run; returns the ``test_tuned/*`` metrics."""
+    import mlflow
+
+    from losslab.training import operating
+
+    _, tuned = operating.tune(cfg, fs, parts)
+    mlflow.log_metrics(tuned)
+    mlflow.log_metrics({"fit_seconds": fit_seconds, "best_val/f1_macro": best_val,
+                        "train_samples_per_second": len(fs.y["train"]) * epochs_run / max(fit_seconds, 1e-9)})
+    mlflow.set_tag("best_epoch", best_epoch)
+    return {k: v for k, v in tuned.items() if k.startswith("test_tuned/")}
+
+
 def print_data_notes(stats: dict[str, int]) -> None:
     notes = [f"{stats[k]} empty text(s) dropped from the {k.split('_')[0]} file" for k in
              ("train_empty_dropped", "test_empty_dropped") if stats.get(k)]

@@ -40,7 +40,7 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
 
     from losslab.data.featureset import build_feature_set
     from losslab.tracking import outbox, runs
-    from losslab.training import durability, operating, preemption, record
+    from losslab.training import durability, preemption, record
     from losslab.training.build import build_parts, check_config, make_trainer, resolve_sizes
 
     timings = {"imports": time.perf_counter() - started}
@@ -90,15 +90,10 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
         trainer.test(parts.module, parts.test, ckpt_path=best.best_model_path or "best", verbose=False)
         timings |= {"fit": fit_seconds, "test": time.perf_counter() - mark}
         test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        _, tuned = operating.tune(cfg, fs, parts)  # the decision rule, chosen on validation with the best checkpoint
-        mlflow.log_metrics(tuned)
-        test_metrics |= {k: v for k, v in tuned.items() if k.startswith("test_tuned/")}
         checkpoint = trainer.checkpoint_callback
         best_val = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else float("nan")
         epochs_run = trainer.current_epoch - stopper.start_epoch  # after a resume: only this process's epochs
-        mlflow.log_metrics({"fit_seconds": fit_seconds, "best_val/f1_macro": best_val,
-                            "train_samples_per_second": len(fs.y["train"]) * epochs_run / max(fit_seconds, 1e-9)})
-        mlflow.set_tag("best_epoch", _epoch_of(checkpoint))
+        test_metrics |= record.log_outcome(cfg, fs, parts, fit_seconds, epochs_run, best_val, _epoch_of(checkpoint))
         if runs.process_rank() == 0:  # DDP ranks > 0 hold the same gathered predictions: one writer
             record.log_artifacts(cfg, fs, parts, output_dir / "artifacts")
         timings["logging"] = time.perf_counter() - started - sum(timings.values())  # store, params, artifacts
