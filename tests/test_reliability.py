@@ -134,6 +134,23 @@ def test_sigterm_saves_a_checkpoint_kills_the_run_and_resume_matches_an_uninterr
     assert resumed.test_metrics == expected
 
 
+def test_a_finished_training_leaves_the_signal_handlers_as_it_found_them(compose, tiny_binary, tmp_path):
+    """No handler of a finished fit stays installed: one would keep its trainer and model alive (a sweep's
+    process grew by every training) and hear a later SIGTERM."""
+    import gc
+
+    before = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")}
+    gc.collect()
+    earlier = {id(o) for o in gc.get_objects() if isinstance(o, pl.Trainer)}  # other tests' (not this one's)
+    cfg = compose(*data_overrides(tiny_binary), "trainer.max_epochs=1")
+    for k in range(2):
+        train(cfg, tmp_path / f"run{k}")
+    assert {name: signal.getsignal(getattr(signal, name)) for name in before} == before
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, pl.Trainer) and id(o) not in earlier], \
+        "a finished trainer is still referenced"
+
+
 # --- parallel writers ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_four_parallel_trainings_land_finished_in_the_right_experiment(tiny_binary, tmp_path):

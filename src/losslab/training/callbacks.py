@@ -145,7 +145,10 @@ class GracefulStop(pl.Callback):
             signal.signal(number, handler)
         self._previous.clear()
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Before Lightning's teardown puts back the handlers it found: restoring later (``on_fit_end``) would
+        re-install Lightning's handler, which holds this trainer — every later fit chained it (a leak of one
+        trainer and its model per training, and old trainers notified of a later SIGTERM)."""
         self.restore_handlers()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
