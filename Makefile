@@ -66,7 +66,7 @@ clean: ## remove Hydra outputs and caches (keeps .venv, data and the MLflow stor
 
 # --- sweeps, the comparison report, the browser check of the MLflow UI --------------------------
 SWEEP ?= losses
-SWEEP_JOBS ?= 1
+SWEEP_JOBS ?= auto
 LAUNCHER ?=
 EXPERIMENT ?=
 SWEEP_ID ?=
@@ -76,7 +76,7 @@ SUDO := $(shell test "$$(id -u)" -eq 0 || echo sudo)
 # LAUNCHER=slurm: every job through Hydra's submitit SLURM launcher (conf/hydra/launcher/submitit_slurm.yaml) to the
 # cluster $$SLURM_CONF names, else the one `make slurm` runs; LAUNCHER=local: submitit, one local process per job.
 # SLURM decides how many jobs run at once (hydra.launcher.array_parallelism), so SWEEP_JOBS is not used then.
-sweep: setup ## every loss over seeds + report: make sweep [SWEEP=losses|quick|grid|search] [SWEEP_JOBS=2] [LAUNCHER=slurm] [ARGS=...]
+sweep: setup ## every loss over seeds + report: make sweep [SWEEP=losses|quick|grid|search] [SWEEP_JOBS=auto|N] [LAUNCHER=slurm] [ARGS=...]
 	$(if $(filter-out slurm local,$(LAUNCHER)),$(error LAUNCHER=$(LAUNCHER): use LAUNCHER=slurm or LAUNCHER=local))
 	$(if $(and $(LAUNCHER),$(filter search,$(SWEEP))),$(error SWEEP=search runs its trials here (Optuna); LAUNCHER works with losses, quick and grid))
 	@$(if $(filter slurm,$(LAUNCHER)),SLURM_CONF="$$($(PY) -m losslab.ops.slurm conf)" || exit 2; export SLURM_CONF; \

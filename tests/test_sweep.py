@@ -87,6 +87,23 @@ def test_jobs_choose_the_launcher():
                                           "hydra.launcher.n_jobs=2"]
 
 
+def test_jobs_auto_is_one_worker_per_usable_core_on_cpu():
+    import os
+
+    import torch
+
+    from losslab.errors import ConfigError
+    from losslab.sweeps.jobs import MAX_AUTO_JOBS, launcher_given, resolve_jobs
+
+    cores = len(os.sched_getaffinity(0))
+    assert resolve_jobs("auto") == (1 if torch.cuda.is_available() else min(cores, MAX_AUTO_JOBS))
+    assert resolve_jobs("3") == 3 and resolve_jobs(1) == 1
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(ConfigError, match="SWEEP_JOBS"):
+            resolve_jobs(bad)
+    assert launcher_given(["seed=1", "hydra/launcher=submitit_slurm"]) and not launcher_given(["seed=1"])
+
+
 def test_unknown_sweep_is_a_clear_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         sweep_main(["nosuch"])
@@ -129,7 +146,7 @@ def test_failing_job_leaves_parent_failed_and_nothing_running(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with pytest.raises(SystemExit) as exit_info:  # the second job's config is impossible
-        sweep_main(["quick", *tiny_data(tmp_path), f"tracking.uri={uri}", f"tracking.experiment={EXPERIMENT}",
+        sweep_main(["quick", "--jobs", "1", *tiny_data(tmp_path), f"tracking.uri={uri}", f"tracking.experiment={EXPERIMENT}",
                     f"hydra.sweep.dir={tmp_path / 'multirun'}", "hydra.sweeper.params.seed=0",
                     "hydra.sweeper.params.loss=ce", "model.dropout=0.1,1.5"])
     assert exit_info.value.code != 0 and "model.dropout=1.5 must be in [0, 1)" in capsys.readouterr().err

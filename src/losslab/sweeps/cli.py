@@ -8,7 +8,9 @@
 also runnable as ``python -m losslab.train +sweep=<name>``); their parent run is opened and closed
 by ``losslab.sweeps.callbacks.SweepParentRun``. ``search`` is an Optuna search per loss
 (``losslab.sweeps.search``). ``--jobs 1`` runs every job in this process (imports and featurizing are
-paid once); ``--jobs N`` uses Hydra's joblib launcher with N worker processes. With ``sweep.fused`` on
+paid once); ``--jobs N`` uses Hydra's joblib launcher with N worker processes, each with cores/N torch threads;
+``--jobs auto`` (the default) is one worker per usable core up to ``MAX_AUTO_JOBS`` on CPU, 1 where CUDA is
+available (the GPU is shared; the losses train fused there). With ``sweep.fused`` on
 (auto: on CUDA), the losses of a sweep train fused: one job per seed, one MLflow run per loss (``fused_overrides``).
 """
 
@@ -21,6 +23,7 @@ from typing import Sequence
 from losslab.console import ignore_warning, verbose
 from losslab.errors import ConfigError, friendly_exit
 from losslab.paths import config_dir
+from losslab.sweeps.jobs import MAX_AUTO_JOBS, launcher_given, resolve_jobs
 
 def available_sweeps() -> list[str]:
     """Names of the sweeps in ``conf/sweep/`` (files starting with ``_`` are shared parts)."""
@@ -84,7 +87,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m losslab.sweeps", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", nargs="?", default="losses", help="a file of conf/sweep/ (default: losses)")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel worker processes (default 1: in-process)")
+    parser.add_argument("--jobs", default="auto",
+                        help="parallel worker processes: a number (1 = in this process) or auto (default: one per "
+                             f"usable core up to {MAX_AUTO_JOBS} on CPU, 1 with CUDA)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every job, e.g. trainer.max_epochs=5")
     return parser.parse_intermixed_args(argv)
 
@@ -95,8 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     names = available_sweeps()
     if args.name not in names:
         raise ConfigError(f"unknown sweep '{args.name}': choose one of {', '.join(names)} (files in conf/sweep/).")
-    if args.jobs < 1:
-        raise ConfigError(f"--jobs {args.jobs} (SWEEP_JOBS) must be >= 1.")
+    args.jobs = 1 if launcher_given(args.overrides) else resolve_jobs(args.jobs)
     if args.name == "search":
         from losslab.sweeps.search import run_search
 

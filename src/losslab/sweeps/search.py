@@ -118,6 +118,7 @@ def run_search(overrides: Sequence[str], jobs: int = 1, sweep: str = "search") -
 
     cfg = compose(overrides, sweep)
     search = cfg.sweep.search
+    jobs = max(1, min(jobs, len(search.losses)))  # one search per loss: more workers would idle
     uri = tracking_uri(cfg.tracking)
     params = {"sweep.losses": ",".join(search.losses), "sweep.trials": search.trials,
               "sweep.final_seeds": ",".join(map(str, search.final_seeds)), "sweep.objective": search.objective,

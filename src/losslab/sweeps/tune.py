@@ -93,10 +93,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m losslab.sweeps.tune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=1, help="losses searched in parallel processes (default 1)")
+    parser.add_argument("--jobs", default="auto", help="losses searched in parallel processes: a number or auto "
+                                                      "(default: one per usable core on CPU, 1 with CUDA)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=custom data.train_path=...")
     args = parser.parse_intermixed_args(argv)
-    run_tune(args.overrides, jobs=args.jobs)
+    from losslab.sweeps.jobs import resolve_jobs
+
+    run_tune(args.overrides, jobs=resolve_jobs(args.jobs))
 
 
 if __name__ == "__main__":
