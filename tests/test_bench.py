@@ -28,5 +28,7 @@ def test_bench_writes_every_figure(tiny_binary, tmp_path):
     assert results["quick_sweep_runs"] == 8  # 4 losses x 2 seeds, all FINISHED
     assert results["fused_vs_separate_max_abs_diff"] <= 1e-5  # fused members = separate trainings (0.0: bitwise)
     assert results["losses_sweep_trainings_seconds"] < results["losses_sweep_seconds"]
+    assert results["sweep_jobs"] == "auto" and results["logging_seconds"] == results["sweep_run_logging_seconds"] > 0
+    assert math.isfinite(results["train_store_seconds"])  # opening the store: its own phase of make train
     assert results["machine"]["cores"] >= 1 and results["machine"]["torch"]
     assert "Lightning / plain" in done.stdout and "make train" in done.stdout  # the table is printed

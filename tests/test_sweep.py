@@ -146,7 +146,8 @@ def test_failing_job_leaves_parent_failed_and_nothing_running(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with pytest.raises(SystemExit) as exit_info:  # the second job's config is impossible
-        sweep_main(["quick", "--jobs", "1", *tiny_data(tmp_path), f"tracking.uri={uri}", f"tracking.experiment={EXPERIMENT}",
+        sweep_main(["quick", "--jobs", "1", *tiny_data(tmp_path), f"tracking.uri={uri}",
+                    f"tracking.experiment={EXPERIMENT}",
                     f"hydra.sweep.dir={tmp_path / 'multirun'}", "hydra.sweeper.params.seed=0",
                     "hydra.sweeper.params.loss=ce", "model.dropout=0.1,1.5"])
     assert exit_info.value.code != 0 and "model.dropout=1.5 must be in [0, 1)" in capsys.readouterr().err
@@ -212,6 +213,24 @@ def assert_quiet(console: str) -> None:
     assert not [x for x in lines if "site-packages" in x], console[-4000:]  # a library's warning names its file
     assert not [x for x in lines if "[HYDRA]" in x or "Launching" in x or re.search(r"#\d+ : ", x)], console[-4000:]
     assert not [x for x in lines if x.startswith("epoch ") or "Test metrics" in x], console[-4000:]
+
+
+def test_a_jobs_run_is_found_by_its_output_folder(tmp_path):
+    from losslab.tracking.sweep_runs import job_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("jobs")
+    parent = client.create_run(experiment_id).info.run_id
+    folders = [tmp_path / "0-ce-s0", tmp_path / "1 mse-s0", tmp_path / "it's-s1"]  # a space, a quote
+    made = {}
+    for folder in folders:
+        run = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent, "output_dir": str(folder)})
+        made[folder] = run.info.run_id
+    client.create_run(experiment_id, tags={"output_dir": str(folders[0])})  # same folder, another sweep's run
+    for folder in folders:
+        assert job_run(uri, parent, str(folder)).info.run_id == made[folder]
+    assert job_run(uri, parent, str(tmp_path / "9-kl-s0")) is None
 
 
 def test_job_count_is_the_sweepers_product_of_values():

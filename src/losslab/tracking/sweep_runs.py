@@ -77,9 +77,14 @@ def job_run(uri: str, parent_run_id: str, output_dir: str) -> Any | None:
 
     from mlflow.tracking import MlflowClient
 
-    experiment_id = MlflowClient(uri).get_run(parent_run_id).info.experiment_id
+    client = MlflowClient(uri)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
     wanted = str(Path(output_dir).resolve())
-    found = [r for r in child_runs(uri, experiment_id, parent_run_id) if r.data.tags.get("output_dir") == wanted]
+    if "'" in wanted:  # not expressible in a filter string: read every child (slower as the sweep grows)
+        found = [r for r in child_runs(uri, experiment_id, parent_run_id) if r.data.tags.get("output_dir") == wanted]
+    else:  # the store finds it: reading every child after each job made a sweep's bookkeeping grow as n²
+        found = search_all(client, [experiment_id],
+                           f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.output_dir = '{wanted}'")
     return max(found, key=lambda r: r.info.start_time) if found else None
 
 
