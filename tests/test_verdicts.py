@@ -265,3 +265,18 @@ def test_report_opens_with_the_forest_plot_and_a_verdict_line_per_loss(verdict_r
     assert "**Where the spread comes from**" in text and "**Power**" in text and "## Linear baseline" in text
     logged = {a.path for a in MlflowClient(uri).list_artifacts(parent, "report")}
     assert {"report/forest_plot.png", "report/critical_difference.png", "report/comparison.csv"} <= logged
+
+
+@pytest.mark.parametrize("size", [200, 10_000])  # below and above the size where it brackets from a subsample
+def test_mixture_quantile_is_the_quantile_of_the_t_mixture(size):
+    from scipy import optimize, stats
+
+    from losslab.report.bootstrap import mixture_quantile
+
+    rng = np.random.default_rng(size)
+    for df, q in [(1, 0.025), (4, 0.975), (4, 0.5), (9, 0.05)]:
+        centers, scale = rng.normal(0.01, 0.008, size), rng.uniform(0.001, 0.02)
+        found = mixture_quantile(centers, scale, df, q)
+        assert abs(stats.t.cdf((found - centers) / scale, df).mean() - q) < 1e-7  # x to 1e-9, slope < 100
+        reference = optimize.brentq(lambda x: stats.t.cdf((x - centers) / scale, df).mean() - q, -1, 1, xtol=1e-12)
+        assert found == pytest.approx(reference, abs=1e-8)
