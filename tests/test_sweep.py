@@ -93,8 +93,9 @@ def test_jobs_auto_is_one_worker_per_usable_core_on_cpu():
     import torch
 
     from losslab.errors import ConfigError
-    from losslab.sweeps.jobs import MAX_AUTO_JOBS, launcher_given, resolve_jobs
+    from losslab.sweeps.jobs import MAX_AUTO_JOBS, cuda_available, launcher_given, resolve_jobs
 
+    assert cuda_available() == torch.cuda.is_available()
     cores = len(os.sched_getaffinity(0))
     assert resolve_jobs("auto") == (1 if torch.cuda.is_available() else min(cores, MAX_AUTO_JOBS))
     assert resolve_jobs("3") == 3 and resolve_jobs(1) == 1

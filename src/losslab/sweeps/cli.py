@@ -23,7 +23,7 @@ from typing import Sequence
 from losslab.console import ignore_warning, verbose
 from losslab.errors import ConfigError, friendly_exit
 from losslab.paths import config_dir
-from losslab.sweeps.jobs import MAX_AUTO_JOBS, launcher_given, resolve_jobs
+from losslab.sweeps.jobs import MAX_AUTO_JOBS, cuda_available, launcher_given, resolve_jobs
 
 def available_sweeps() -> list[str]:
     """Names of the sweeps in ``conf/sweep/`` (files starting with ``_`` are shared parts)."""
@@ -52,9 +52,7 @@ def fused_on(setting: object) -> bool:
     """``sweep.fused``: true / false, or auto = on when CUDA is available (fused is slower on CPU, README)."""
     text = str(setting).strip().lower()
     if text in ("auto", "none", "null", ""):
-        import torch
-
-        return torch.cuda.is_available()
+        return cuda_available()
     if text not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
         raise ConfigError(f"sweep.fused={setting}: choose auto, true or false.")
     return text in ("true", "1", "yes", "on")
