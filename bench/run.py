@@ -30,7 +30,7 @@ import measure as bench  # bench/measure.py, beside this script
 from losslab.paths import project_root
 
 JOBS = "auto"  # sweeps run as make runs them (SWEEP_JOBS=auto: one worker per usable core on CPU)
-PHASES = ("startup", "imports", "store", "data", "fit", "test", "logging")
+PHASES = ("startup", "imports", "store", "data", "setup", "fit", "test", "logging")
 REQUIRED = ("featurize_tweets_per_s", "lightning_samples_per_s", "plain_samples_per_s", "lightning_vs_plain_ratio",
             "epoch_seconds", "train_wall_seconds", "quick_sweep_seconds", "peak_rss_mb", "predict_tweets_per_s",
             "sklearn_fit_seconds", "diagnostics_overhead_ratio", "logging_seconds", "losses_sweep_seconds")

@@ -67,10 +67,13 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
         outbox.watch(run_id, output_dir, uri)
         if not resume_run_id:
             record.log_run_inputs(cfg, fs, output_dir)
+        mark = time.perf_counter()
         trainer, stopper = make_trainer(cfg, output_dir, run_id, uri, show_epochs=talk, parts=parts)
-        mlflow.set_tags(runs.device_tags(trainer.strategy.root_device) | runs.slurm_tags())
+        timings["setup"] = time.perf_counter() - mark  # the Trainer, its logger and callbacks
+        tags = runs.device_tags(trainer.strategy.root_device) | runs.slurm_tags()
         if auto_sized:  # the params show the numbers; this tag says they came from the training-set size
-            mlflow.set_tag("auto_sized", ", ".join(f"{k}={v}" for k, v in auto_sized.items()))
+            tags["auto_sized"] = ", ".join(f"{k}={v}" for k, v in auto_sized.items())
+        mlflow.set_tags(tags)
 
         interrupted_ckpt = output_dir / "checkpoints" / "interrupted.ckpt"
         start = time.perf_counter()
@@ -98,7 +101,7 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
         test_metrics |= record.log_outcome(cfg, fs, parts, fit_seconds, epochs_run, best_val, _epoch_of(checkpoint))
         if runs.process_rank() == 0:  # DDP ranks > 0 hold the same gathered predictions: one writer
             record.log_artifacts(cfg, fs, parts, output_dir / "artifacts")
-        timings["logging"] = time.perf_counter() - started - sum(timings.values())  # params, artifacts, run end
+        timings["logging"] = time.perf_counter() - started - sum(timings.values())  # run start, params, outcome, files
         mlflow.log_metrics({f"time/{k}_seconds": v for k, v in timings.items()})
 
     if talk:
