@@ -61,6 +61,34 @@ def test_a_cached_fit_is_the_fit_and_a_changed_data_file_refits(tmp_path):
     assert not changed.cached and not (changed.test_probs == fresh.test_probs).all()
 
 
+def test_seeds_fitted_in_parallel_are_the_seeds_fitted_in_turn(tmp_path):
+    import yaml
+
+    from losslab.training.baseline import run_baselines
+
+    labels = ["calm", "aggressive"]
+    train = write_table(tmp_path / "train.csv", synthetic_rows(120, labels, seed=1), "csv")
+    test = write_table(tmp_path / "test.csv", synthetic_rows(40, labels, seed=2), "csv")
+    config = yaml.safe_dump({"data": data_config(train, test)})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("baseline-jobs")
+    got = {}
+    for jobs in (1, 2):
+        parent = client.create_run(experiment_id).info.run_id
+        for seed in (0, 1, 2):  # the sweep's trainings: the baseline reads each seed's data config from them
+            child = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent, "seed": str(seed)})
+            client.log_text(child.info.run_id, config, "config.yaml")
+            client.set_terminated(child.info.run_id)
+        settings = SETTINGS | {"C": [0.1, 1.0], "cache": False}
+        got[jobs] = run_baselines(uri, experiment_id, parent, f"sweep-{jobs}", settings, jobs=jobs)
+    assert [fit.seed for _, fit in got[2]] == [0, 1, 2]
+    for (_, one), (_, two) in zip(got[1], got[2]):
+        assert one.chosen == two.chosen and (one.test_probs == two.test_probs).all()
+    runs = client.search_runs([experiment_id], "tags.model = 'linear-baseline'")
+    assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+
+
 @pytest.mark.slow
 def test_the_sweep_has_a_baseline_run_per_seed(quick_sweep):  # noqa: F811
     client = MlflowClient(quick_sweep.uri)

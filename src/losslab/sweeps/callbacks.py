@@ -61,6 +61,7 @@ class SweepParentRun(Callback):
         self.baseline = OmegaConf.to_container(baseline, resolve=True) if baseline is not None else None
         self.ensemble = OmegaConf.to_container(ensemble, resolve=True) if ensemble is not None else None
         self.parent: SweepParent | None = None
+        self.jobs = 1  # the launcher's worker processes (joblib n_jobs): the baseline's seeds use as many
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         uri = tracking_uri(config.tracking)
@@ -69,6 +70,7 @@ class SweepParentRun(Callback):
         params["sweep.overrides"] = " ".join(OmegaConf.to_container(config.hydra.overrides.task))
         params["sweep.launcher"] = str(OmegaConf.select(config, "hydra.launcher._target_"))
         params["sweep.n_jobs"] = str(OmegaConf.select(config, "hydra.launcher.n_jobs", default=1))
+        self.jobs = max(1, int(OmegaConf.select(config, "hydra.launcher.n_jobs", default=1) or 1))
         self.parent = start_parent(uri, str(config.tracking.experiment), name, params)
         os.environ[PARENT_ENV] = self.parent.run_id
         os.environ[SWEEP_ID_ENV] = self.parent.sweep_id
@@ -91,7 +93,7 @@ class SweepParentRun(Callback):
             return
         finish_sweep(parent, report=self.report and failed is None, reports_dir=self.reports_dir, failed=failed,
                      register=self.register, model_name=self.model_name, settings=self.settings,
-                     baseline=self.baseline, ensemble=self.ensemble)
+                     baseline=self.baseline, ensemble=self.ensemble, jobs=self.jobs)
         for key in (PARENT_ENV, SWEEP_ID_ENV):
             os.environ.pop(key, None)
 

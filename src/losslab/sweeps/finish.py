@@ -23,11 +23,11 @@ from losslab.tracking.sweep_runs import SweepParent, child_runs, close_parent, s
 def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Path | None = None,
                  failed: str | None = None, register: bool = False, model_name: str | None = None,
                  settings: Mapping[str, Any] | None = None, baseline: Mapping[str, Any] | None = None,
-                 ensemble: Mapping[str, Any] | None = None) -> Path | None:
+                 ensemble: Mapping[str, Any] | None = None, jobs: int = 1) -> Path | None:
     """Print the loss table, log the seed ensembles (``ensemble``: ``sweep.ensemble``; None: as composed, see
     ``ensemble_settings``), train the linear baseline and write the report (optional; ``baseline``:
     ``sweep.baseline``, ``settings``: ``sweep.report``), end ``parent``'s run, register the champion
-    (optional); returns the report folder."""
+    (optional); returns the report folder. ``jobs``: processes the baseline may fit its seeds in."""
     counts = status_counts(child_runs(parent.uri, parent.experiment_id, parent.run_id))
     problem = sweep_problem(counts, failed)
     out: Path | None = None
@@ -38,7 +38,7 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
                 seed_ensembles(parent, settings or {})
         if report and counts.get("FINISHED"):
             if baseline is None or baseline.get("enabled", True):
-                train_baseline(parent, baseline or {})
+                train_baseline(parent, baseline or {}, jobs)
             from losslab.report.build import write_report
 
             out = write_report(parent.uri, sweep_id=parent.sweep_id, experiment_id=parent.experiment_id,
@@ -58,7 +58,7 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
     return out
 
 
-def train_baseline(parent: SweepParent, settings: Mapping[str, Any]) -> None:
+def train_baseline(parent: SweepParent, settings: Mapping[str, Any], jobs: int = 1) -> None:
     """The linear baseline on every seed of the sweep (``losslab.training.baseline``), one console line; a failure
     is a warning (the report then says the baseline is missing), not a failed sweep."""
     from losslab.training.baseline import run_baselines
@@ -66,7 +66,7 @@ def train_baseline(parent: SweepParent, settings: Mapping[str, Any]) -> None:
     started = time.perf_counter()
     try:
         done = run_baselines(parent.uri, parent.experiment_id, parent.run_id, parent.sweep_id,
-                             {k: v for k, v in settings.items() if k != "enabled"} or default_baseline())
+                             {k: v for k, v in settings.items() if k != "enabled"} or default_baseline(), jobs=jobs)
     except Exception as exc:  # noqa: BLE001 - the trainings and their report stand without it
         print(f"warning: no linear baseline for sweep {parent.sweep_id}: {type(exc).__name__}: {exc}",
               file=sys.stderr)

@@ -151,5 +151,5 @@ def run_search(overrides: Sequence[str], jobs: int = 1, sweep: str = "search") -
         finish_sweep(parent, report=bool(cfg.sweep.report.enabled) and failed is None and bool(search.final_seeds),
                      reports_dir=cfg.sweep.reports_dir, failed=failed, register=bool(cfg.sweep.register),
                      settings=OmegaConf.to_container(cfg.sweep.report, resolve=True),
-                     baseline=OmegaConf.to_container(cfg.sweep.baseline, resolve=True))
+                     baseline=OmegaConf.to_container(cfg.sweep.baseline, resolve=True), jobs=jobs)
     return results
