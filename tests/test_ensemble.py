@@ -184,7 +184,8 @@ def test_seed_ensemble_of_a_sweep_is_its_own_run_left_out_of_per_seed_rows_and_c
     members = []
     for seed in (0, 1):
         cfg = compose(*data_overrides(tiny_binary), "data.class_names=[calm,aggressive]", f"seed={seed}",
-                      "diagnostics=false", f"tracking.parent_run_id={parent.run_id}",
+                      "diagnostics=false", "tracking.confusion_matrix_png=false",  # as in sweeps
+                      f"tracking.parent_run_id={parent.run_id}",
                       f"+tracking.tags.sweep_id={parent.sweep_id}")
         members.append(train(cfg, tmp_path / f"out{seed}").run_id)
     finish_sweep(parent, report=False, ensemble={"enabled": True}, settings={"select_metric": "best_val/f1_macro"})
@@ -194,6 +195,9 @@ def test_seed_ensemble_of_a_sweep_is_its_own_run_left_out_of_per_seed_rows_and_c
     (ensemble,) = [r for r in runs if r.data.tags.get("ensemble") == "seeds"]
     assert ensemble.info.status == "FINISHED" and ensemble.data.tags["ensemble_members"] == "2"
     assert sorted(ensemble.data.tags["ensemble_member_runs"].split(",")) == sorted(members)
+    files = [f.path for f in client.list_artifacts(ensemble.info.run_id, "evaluation")]
+    assert "evaluation/test_predictions.csv" in files and not [f for f in files if f.endswith(".png")]  # as members'
+
     for key in ("test/f1_macro", "test/f1_aggressive", "test_tuned/f1_aggressive", "val/threshold"):
         assert key in ensemble.data.metrics, key
 

@@ -171,8 +171,9 @@ def build_one(uri: str, experiment_id: str, parent_run_id: str, sweep_id: str, l
         client.log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in metrics.items() if np.isfinite(v)],
                          tags=[RunTag("best_epoch", ",".join(m.run.data.tags.get("best_epoch", "?") for m in members))])
         folder = workdir / loss
+        png = bool(OmegaConf.select(config, "tracking.confusion_matrix_png", default=True))  # as its members
         write_test_artifacts(folder / "evaluation", probs, first.test_y, first.class_names,
-                             title=f"{loss}: {len(members)}-seed ensemble — test", rule=rule)
+                             title=f"{loss}: {len(members)}-seed ensemble — test", rule=rule, png=png)
         write_predictions(folder / "evaluation" / "val_predictions.csv", oob, oob_y, first.class_names)
         combine_bundles([download_bundle(m.run.info.run_id, uri) for m in members], folder / "model", rule,
                         {"ensemble": SEEDS, "seeds": seeds, "member_runs": [m.run.info.run_id for m in members]})
