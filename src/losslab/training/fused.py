@@ -179,7 +179,9 @@ def train_fused(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet |
     output_dir = Path(output_dir)
     in_sweep = bool(cfg.tracking.get("parent_run_id"))
     talk = verbose() or not in_sweep
+    mark = time.perf_counter()
     uri = runs.open_store(cfg.tracking)
+    timings["store"] = time.perf_counter() - mark
     mark = time.perf_counter()
     fs = features if features is not None else build_feature_set(cfg.data, cfg.features, int(cfg.seed))
     auto_sized = resolve_sizes(cfg, len(fs.y["train"]))
@@ -190,6 +192,7 @@ def train_fused(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet |
                              plain(cfg.get("scheduler")) or None, list(fs.class_names))
     timings["data"] = time.perf_counter() - mark
 
+    mark = time.perf_counter()
     stopper = GracefulStop()
     callbacks: list[Any] = [stopper]
     diagnostics = OmegaConf.select(cfg, "callbacks.diagnostics")
@@ -201,6 +204,7 @@ def train_fused(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet |
     curves = MemberCurves(len(names))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=curves, enable_checkpointing=False,
                           default_root_dir=str(output_dir))
+    timings["setup"] = time.perf_counter() - mark  # the Trainer and its callbacks (as train's time/setup_seconds)
     start = time.perf_counter()
     try:
         trainer.fit(module, parts[0].train, parts[0].val)  # the members' batches are identical (same seed)
@@ -259,9 +263,10 @@ def _record_member(m: _Member, module: "FusedClassifier", fs: "FeatureSet", uri:
         run_id = run.info.run_id
         outbox.watch(run_id, m.output_dir, uri)
         record.log_run_inputs(cfg, fs, m.output_dir)
-        mlflow.set_tags(runs.device_tags(m.trainer.strategy.root_device) | runs.slurm_tags())
+        where = runs.device_tags(m.trainer.strategy.root_device) | runs.slurm_tags()
         if m.auto_sized:
-            mlflow.set_tag("auto_sized", ", ".join(f"{key}={v}" for key, v in m.auto_sized.items()))
+            where["auto_sized"] = ", ".join(f"{key}={v}" for key, v in m.auto_sized.items())
+        mlflow.set_tags(where)
         absent = absent_classes(_tensor(fs.y["val"]), list(fs.class_names))
         if absent:
             mlflow.set_tag("absent_classes.val", ", ".join(absent))
