@@ -154,6 +154,11 @@ def cache_key(data_cfg: Mapping[str, Any], seed: int, settings: Mapping[str, Any
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def cache_path(cache_dir: Path, data_cfg: Mapping[str, Any], seed: int, settings: Mapping[str, Any]) -> Path:
+    """Where ``cached_fit`` keeps this seed's fit."""
+    return cache_dir / f"{cache_key(data_cfg, seed, settings)}.pkl"
+
+
 def cached_fit(data_cfg: Mapping[str, Any], seed: int, settings: Mapping[str, Any],
                cache_dir: Path | None) -> BaselineFit:
     """``fit_seed``, or the same fit read back from ``cache_dir`` when nothing it depends on changed
@@ -162,7 +167,7 @@ def cached_fit(data_cfg: Mapping[str, Any], seed: int, settings: Mapping[str, An
 
     if cache_dir is None:
         return fit_seed(data_cfg, seed, settings)
-    path = cache_dir / f"{cache_key(data_cfg, seed, settings)}.pkl"
+    path = cache_path(cache_dir, data_cfg, seed, settings)
     if path.is_file():
         try:
             fit = pickle.loads(path.read_bytes())
@@ -280,7 +285,7 @@ def run_baselines(uri: str, experiment_id: str, parent_run_id: str, sweep_id: st
     cache_dir = project_root() / CACHE_DIR if settings.get("cache", True) else None
     todo = {seed: data_cfg for seed, data_cfg in configs.items() if seed not in done}
     fresh = [seed for seed, data_cfg in todo.items()
-             if cache_dir is None or not (cache_dir / f"{cache_key(data_cfg, seed, settings)}.pkl").is_file()]
+             if cache_dir is None or not cache_path(cache_dir, data_cfg, seed, settings).is_file()]
     if jobs > 1 and len(fresh) > 1:  # the fits to make, in parallel (each writes its cache entry)
         from joblib import Parallel, delayed
 

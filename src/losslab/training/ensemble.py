@@ -182,8 +182,6 @@ def train_folds(cfg: DictConfig, output_dir: str | Path) -> EnsembleResult:
         run_id = run.info.run_id
         outbox.watch(run_id, output_dir, uri)
         record.log_run_inputs(cfg, fs, output_dir)
-        if auto_sized:
-            mlflow.set_tag("auto_sized", ", ".join(f"{key}={v}" for key, v in auto_sized.items()))
         mark = time.perf_counter()
         members = []
         for i in range(k):
@@ -192,7 +190,7 @@ def train_folds(cfg: DictConfig, output_dir: str | Path) -> EnsembleResult:
                 print(f"fold {i + 1}/{k}: best epoch {members[-1].best_epoch}, held-out f1_macro "
                       f"{members[-1].best_val:.4f}", flush=True)
         timings["fit"] = time.perf_counter() - mark
-        mlflow.set_tags(runs.device_tags(members[0].device) | runs.slurm_tags())
+        mlflow.set_tags(record.placement_tags(members[0].device, auto_sized))
         oof = np.zeros((len(y), fs.num_classes), dtype=np.float32)
         for i, member in enumerate(members):
             oof[folds == i] = member.oof

@@ -263,10 +263,7 @@ def _record_member(m: _Member, module: "FusedClassifier", fs: "FeatureSet", uri:
         run_id = run.info.run_id
         outbox.watch(run_id, m.output_dir, uri)
         record.log_run_inputs(cfg, fs, m.output_dir)
-        where = runs.device_tags(m.trainer.strategy.root_device) | runs.slurm_tags()
-        if m.auto_sized:
-            where["auto_sized"] = ", ".join(f"{key}={v}" for key, v in m.auto_sized.items())
-        mlflow.set_tags(where)
+        mlflow.set_tags(record.placement_tags(m.trainer.strategy.root_device, m.auto_sized))
         absent = absent_classes(_tensor(fs.y["val"]), list(fs.class_names))
         if absent:
             mlflow.set_tag("absent_classes.val", ", ".join(absent))

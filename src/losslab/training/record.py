@@ -25,6 +25,17 @@ def run_tags(cfg: DictConfig, fs: "FeatureSet") -> dict[str, str]:
             **{str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()}}
 
 
+def placement_tags(root_device: Any, auto_sized: dict[str, int]) -> dict[str, str]:
+    """Where the training ran (device, SLURM job) and, when ``batch_size``/``max_epochs`` were ``auto``, the numbers
+    the training-set size gave them (the params show the numbers; ``auto_sized`` says where they came from)."""
+    from losslab.tracking.runs import device_tags, slurm_tags
+
+    tags = device_tags(root_device) | slurm_tags()
+    if auto_sized:
+        tags["auto_sized"] = ", ".join(f"{k}={v}" for k, v in auto_sized.items())
+    return tags
+
+
 def log_run_inputs(cfg: DictConfig, fs: "FeatureSet", output_dir: Path) -> None:
     """The resolved config (params + ``config.yaml``), the data's facts and the dataset as an MLflow input.
 

@@ -70,10 +70,7 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
         mark = time.perf_counter()
         trainer, stopper = make_trainer(cfg, output_dir, run_id, uri, show_epochs=talk, parts=parts)
         timings["setup"] = time.perf_counter() - mark  # the Trainer, its logger and callbacks
-        tags = runs.device_tags(trainer.strategy.root_device) | runs.slurm_tags()
-        if auto_sized:  # the params show the numbers; this tag says they came from the training-set size
-            tags["auto_sized"] = ", ".join(f"{k}={v}" for k, v in auto_sized.items())
-        mlflow.set_tags(tags)
+        mlflow.set_tags(record.placement_tags(trainer.strategy.root_device, auto_sized))
 
         interrupted_ckpt = output_dir / "checkpoints" / "interrupted.ckpt"
         start = time.perf_counter()
