@@ -62,6 +62,9 @@ def server_dir():
         shutil.rmtree(base, ignore_errors=True)
 
 
+EPOCHS = 60  # long enough (~2 s on tiny data) that the training seen mid-fit is still running when the server stops
+
+
 @pytest.mark.slow
 def test_a_quick_sweep_survives_a_server_restart_on_the_same_port(server_dir):
     run_dir = server_dir / "run"
@@ -71,7 +74,7 @@ def test_a_quick_sweep_survives_a_server_restart_on_the_same_port(server_dir):
     env["MLFLOW_TRACKING_URI"] = uri
     command = [sys.executable, "-m", "losslab.sweeps.cli", "quick", "--jobs", "2", *tiny_data(server_dir),
                f"tracking.experiment={EXPERIMENT}", f"sweep.reports_dir={server_dir / 'reports'}",
-               f"hydra.sweep.dir={server_dir / 'multirun'}", "trainer.max_epochs=5",
+               f"hydra.sweep.dir={server_dir / 'multirun'}", f"trainer.max_epochs={EPOCHS}",
                "sweep.report.enabled=false", "sweep.register=false",  # the jobs are the point here
                "tracking.http.backoff_factor=1"]  # waits 0, 2, 4, .. 64 s: still ~2 min of retries, less idle after
     log = open(server_dir / "sweep.log", "w")
@@ -107,7 +110,7 @@ def test_a_quick_sweep_survives_a_server_restart_on_the_same_port(server_dir):
     assert all("test/f1_macro" in r.data.metrics for r in trainings)
     survivor = client.get_run(in_flight.info.run_id)  # it was writing when the server went away
     assert survivor.info.start_time < stopped_at and survivor.info.end_time > restarted_at
-    assert len(client.get_metric_history(survivor.info.run_id, "val/f1_macro")) == 5
+    assert len(client.get_metric_history(survivor.info.run_id, "val/f1_macro")) == EPOCHS
 
 
 class StopServerAtEpoch(pl.Callback):
