@@ -112,6 +112,53 @@ def test_fused_members_equal_separate_trainings(compose, tiny_binary, tmp_path):
     assert Predictor.load(bundle).predict(texts) == ["1", "0"] or Predictor.load(bundle).predict(texts) == [1, 0]
 
 
+def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+@pytest.mark.slow
+def test_fused_members_stop_early_as_their_separate_trainings(compose, tiny_binary, tmp_path):
+    """callbacks=early_stopping (the sweeps' default): each member stops at the epoch its separate training stops,
+    with the same best epoch, curves and test metrics, though the members stop at different epochs."""
+    cfg = compose(*data_overrides(tiny_binary), "model.dropout=0", f"fused.losses=[{','.join(LOSSES)}]",
+                  "callbacks=early_stopping", "callbacks.early_stopping.patience=2", "trainer.max_epochs=12",
+                  "optimizer.lr=0.003")  # slow enough that the members stop at different epochs
+    fused, separate, worst = compare_with_separate(cfg, tmp_path / "out")
+    assert worst == 0.0
+    client = MlflowClient(fused.members[LOSSES[0]].tracking_uri)
+    epochs = {}
+    for loss in LOSSES:
+        mine, theirs = fused.members[loss].run_id, separate[loss].run_id
+        assert client.get_run(mine).data.tags["best_epoch"] == client.get_run(theirs).data.tags["best_epoch"]
+        for key in ("val/f1_macro", "train/loss", "diag/grad_norm_input"):
+            assert _history(client, mine, key) == _history(client, theirs, key), (loss, key)
+        epochs[loss] = len(_history(client, theirs, "val/f1_macro"))
+    assert max(epochs.values()) < 12 and len(set(epochs.values())) > 1, epochs  # early, and not all at once
+
+
+def test_member_stopping_follows_lightnings_rule():
+    import math
+
+    from losslab.model.member_stopping import MemberStopping
+
+    def last_epoch(values, **kwargs):
+        rule = MemberStopping(1, **kwargs)
+        for epoch, value in enumerate(values):
+            rule.update(0, torch.tensor(value), epoch)
+            if rule.done(0, epoch + 1):
+                return epoch
+        return None
+
+    rising_then_flat = [0.5, 0.6, 0.7, 0.7, 0.65, 0.7, 0.8]
+    assert last_epoch(rising_then_flat, mode="max", patience=3) == 5  # epochs 3-5 do not beat 0.7
+    assert last_epoch(rising_then_flat, mode="max", patience=4) is None
+    assert last_epoch([0.5, 0.6, 0.62, 0.64], mode="max", patience=2, min_delta=0.05) == 3  # +0.04: no gain
+    assert last_epoch([1.0, 0.9, 0.95, 0.97, 0.8], mode="min", patience=2) == 3
+    assert last_epoch([0.5, 0.4, 0.4, 0.4, 0.4, 0.9], mode="max", patience=1, min_epochs=5) == 4  # not before 5
+    assert last_epoch([0.5, math.nan, 0.9], mode="max", patience=5) == 1  # not finite: stop
+    assert last_epoch([0.5, math.nan, 0.9], mode="max", patience=5, check_finite=False) is None
+
+
 def test_sweep_knob_turns_the_loss_sweep_into_fused_jobs():
     from losslab.sweeps.cli import fused_overrides
 

@@ -75,6 +75,7 @@ def test_a_quick_sweep_survives_a_server_restart_on_the_same_port(server_dir):
     command = [sys.executable, "-m", "losslab.sweeps.cli", "quick", "--jobs", "2", *tiny_data(server_dir),
                f"tracking.experiment={EXPERIMENT}", f"sweep.reports_dir={server_dir / 'reports'}",
                f"hydra.sweep.dir={server_dir / 'multirun'}", f"trainer.max_epochs={EPOCHS}",
+               "callbacks=default",  # every epoch: early stopping (the sweeps' default) would end them sooner
                "sweep.report.enabled=false", "sweep.register=false",  # the jobs are the point here
                "tracking.http.backoff_factor=1"]  # waits 0, 2, 4, .. 64 s: still ~2 min of retries, less idle after
     log = open(server_dir / "sweep.log", "w")

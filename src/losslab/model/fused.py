@@ -8,7 +8,8 @@ AdamW, SGD; no global-norm clipping) over the stacked tensors updates each membe
 
 ``FusedClassifier`` is the LightningModule: each member's loss object (``conf/loss/<name>.yaml``), its
 ``train/loss`` and validation curves logged under ``member_key(k, key)``, and its best-validation weights
-(``val/f1_macro``, as the single-loss ``ModelCheckpoint``) kept in memory.
+(``val/f1_macro``, as the single-loss ``ModelCheckpoint``) kept in memory; with ``stopping``
+(``callbacks.early_stopping``) each member also stops as its own training would (``model.member_stopping``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 from losslab.data.batches import Batch
 from losslab.model.losses import Loss
+from losslab.model.member_stopping import MemberStopping
 from losslab.model.metrics import flatten, make_metrics
 from losslab.model.module import build_optimizer
 from losslab.model.network import PReLUMLP
@@ -110,7 +112,8 @@ class FusedClassifier(pl.LightningModule):
     """
 
     def __init__(self, net: FusedMLP, losses: Sequence[Loss], optimizer: dict[str, Any],
-                 scheduler: dict[str, Any] | None, class_names: Sequence[str]) -> None:
+                 scheduler: dict[str, Any] | None, class_names: Sequence[str],
+                 stopping: MemberStopping | None = None) -> None:
         super().__init__()
         if len(losses) != net.k:
             raise ValueError(f"{len(losses)} losses for {net.k} members")
@@ -124,6 +127,7 @@ class FusedClassifier(pl.LightningModule):
         self.best_epoch: list[int | None] = [None] * net.k
         self.best_state: list[dict[str, torch.Tensor] | None] = [None] * net.k
         self.failed_epoch: list[int | None] = [None] * net.k  # the epoch a member's train/loss became NaN/Inf
+        self.stopping = stopping  # None: every member trains every epoch
 
     def forward(self, indices: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         return self.net(indices, offsets, weights)
@@ -153,8 +157,21 @@ class FusedClassifier(pl.LightningModule):
             value = self.trainer.callback_metrics.get(member_key(k, "train/loss"))
             if self.failed_epoch[k] is None and value is not None and not torch.isfinite(value):
                 self.failed_epoch[k] = self.current_epoch
-        if all(epoch is not None for epoch in self.failed_epoch):
+            if self.stopping is not None and not self.trainer.sanity_checking:
+                current = self.trainer.callback_metrics.get(member_key(k, self.stopping.monitor))
+                if current is None:  # as EarlyStopping(strict=True)
+                    raise RuntimeError(f"Early stopping conditioned on metric `{self.stopping.monitor}` which is "
+                                       "not available to a fused member (val/loss, val/f1_macro, ... are).")
+                self.stopping.update(k, current, self.current_epoch)
+        if all(self.failed_epoch[k] is not None or self._stops_here(k) for k in range(self.net.k)):
             self.trainer.should_stop = True
+
+    def _stops_here(self, k: int) -> bool:
+        return self.stopping is not None and self.stopping.last_epoch[k] is not None
+
+    def member_done(self, k: int) -> bool:
+        """Member ``k`` has stopped early (before this epoch): what it records no longer changes."""
+        return self.stopping is not None and self.stopping.done(k, self.current_epoch)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         logits, y = self(*batch[:3]), batch[3]
@@ -172,7 +189,7 @@ class FusedClassifier(pl.LightningModule):
     def _keep_if_best(self, k: int, score: float) -> None:
         """As ``ModelCheckpoint(monitor="val/f1_macro", mode="max", save_top_k=1)``: the first epoch, then
         strictly better ones; a member that failed keeps what it had."""
-        if self.failed_epoch[k] is not None or self.trainer.sanity_checking:
+        if self.failed_epoch[k] is not None or self.trainer.sanity_checking or self.member_done(k):
             return
         best = self.best_score[k]
         if best is None or score > best or (best != best and score == score):  # NaN is never the best

@@ -76,8 +76,25 @@ def check_fused_config(cfg: DictConfig) -> None:
         problems.append(f"trainer.strategy={strategy}/devices={devices} (one device only)")
     if cfg.get("resume"):
         problems.append("resume= (a fused training keeps no checkpoint)")
+    stopping = early_stopping(cfg)
+    if stopping is not None:
+        from losslab.model.member_stopping import SUPPORTED
+
+        extra = sorted(k for k, v in stopping.items() if k not in SUPPORTED and v not in (None, False))
+        if extra:
+            problems.append(f"callbacks.early_stopping.{extra[0]} (each member stops by patience/min_delta only)")
     if problems:
         raise ConfigError("fused.losses cannot be combined with " + "; ".join(problems) + ".")
+
+
+def early_stopping(cfg: DictConfig) -> dict[str, Any] | None:
+    """``callbacks.early_stopping`` as a plain dict when it is Lightning's ``EarlyStopping``, else None."""
+    node = OmegaConf.select(cfg, "callbacks.early_stopping")
+    if not node or not str(node.get("_target_", "")).endswith("EarlyStopping"):
+        return None
+    settings = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(settings, dict)
+    return {str(k): v for k, v in settings.items()}
 
 
 class MemberCurves(Logger):
@@ -129,6 +146,8 @@ class FusedDiagnostics(LossDiagnostics):
         batch = tuple(t.to(pl_module.device) for t in self._batch)
         values: dict[str, float] = {}
         for k, net in enumerate(self.scratch):
+            if pl_module.member_done(k):  # stopped early: its curves end at its last epoch
+                continue
             started = time.perf_counter()
             net.load_state_dict(pl_module.net.member_state(k))
             found = measure(net.to(pl_module.device), pl_module.losses[k], batch, self.wrong_below,
@@ -164,6 +183,7 @@ def train_fused(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet |
     from losslab.console import verbose
     from losslab.data.featureset import build_feature_set
     from losslab.model.fused import FusedClassifier, FusedMLP
+    from losslab.model.member_stopping import MemberStopping
     from losslab.tracking import runs
     from losslab.training.build import build_parts, check_config, plain, resolve_sizes
     from losslab.training.callbacks import GracefulStop
@@ -188,8 +208,11 @@ def train_fused(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet |
     members = [member_config(cfg, name) for name in names]
     parts = [build_parts(member, fs) for member in members]  # each member seeded and built as its own training
     net = FusedMLP([p.module.net for p in parts], batched=bool(OmegaConf.select(cfg, "fused.batched")))
+    stopping_settings = early_stopping(cfg)
+    stopping = (MemberStopping.from_config(len(names), stopping_settings, OmegaConf.select(cfg, "trainer.min_epochs"))
+                if stopping_settings is not None else None)
     module = FusedClassifier(net, [p.module.loss for p in parts], plain(cfg.optimizer),
-                             plain(cfg.get("scheduler")) or None, list(fs.class_names))
+                             plain(cfg.get("scheduler")) or None, list(fs.class_names), stopping)
     timings["data"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -268,7 +291,9 @@ def _record_member(m: _Member, module: "FusedClassifier", fs: "FeatureSet", uri:
         if absent:
             mlflow.set_tag("absent_classes.val", ", ".join(absent))
         now = int(time.time() * 1000)
-        batch = [Metric(key, value, now, step) for key, value, step in m.curves]
+        last = module.stopping.last_epoch[k] if module.stopping is not None else None  # it stopped early there
+        epochs = m.trainer.current_epoch if last is None else last + 1
+        batch = [Metric(key, value, now, step) for key, value, step in m.curves if last is None or step <= last]
         client = mlflow.MlflowClient()
         for begin in range(0, len(batch), 1000):  # MLflow takes at most 1000 metrics per batch
             client.log_batch(run_id, metrics=batch[begin:begin + 1000])
@@ -285,7 +310,7 @@ def _record_member(m: _Member, module: "FusedClassifier", fs: "FeatureSet", uri:
         best_val = float(module.best_score[k]) if module.best_score[k] is not None else float("nan")
         share = m.timings["fit"] / m.count  # this member's share of the fused fit
         best_epoch = str(module.best_epoch[k]) if module.best_epoch[k] is not None else "unknown"
-        test_metrics |= record.log_outcome(cfg, fs, parts, share, m.trainer.current_epoch, best_val, best_epoch)
+        test_metrics |= record.log_outcome(cfg, fs, parts, share, epochs, best_val, best_epoch)
         record.log_artifacts(cfg, fs, parts, m.output_dir / "artifacts")
         timings["fit"] = share
         timings["logging"] = time.perf_counter() - mark - timings["test"]
