@@ -9,6 +9,7 @@ import re
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 from conftest import CONF
 from losslab.model.losses import LOSSES
@@ -103,6 +104,34 @@ def test_jobs_auto_is_one_worker_per_usable_core_on_cpu():
         with pytest.raises(ConfigError, match="SWEEP_JOBS"):
             resolve_jobs(bad)
     assert launcher_given(["seed=1", "hydra/launcher=submitit_slurm"]) and not launcher_given(["seed=1"])
+
+
+def test_worker_pool_is_the_launchers_so_joblib_reuses_the_sweeps_workers(compose):
+    """The baseline and the seed ensembles run in the workers that ran the jobs, with their imports paid: joblib
+    only reuses them for a Parallel with exactly the arguments Hydra's joblib launcher used."""
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    from joblib import Parallel, delayed
+
+    from losslab.sweeps.jobs import worker_pool
+
+    def _worker(seconds: float) -> int:  # nested: pickled by value, so the workers need not import this module
+        import os
+        import time
+
+        time.sleep(seconds)  # long enough that every worker gets a task
+        return os.getpid()
+
+    cfg = compose("+sweep=quick", *hydra_argv("quick", 2, [])[2:], return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    hydra_args = {k: v for k, v in launcher.items() if k != "_target_"} | {"backend": "loky"}
+    process_joblib_cfg(hydra_args)  # exactly what hydra_joblib_launcher's launch() passes to Parallel
+    pool = worker_pool(launcher)
+    assert pool == hydra_args and pool["n_jobs"] == 2
+    jobs = set(Parallel(**hydra_args)(delayed(_worker)(0.3) for _ in range(4)))
+    assert set(Parallel(**pool)(delayed(_worker)(0.3) for _ in range(4))) == jobs  # the same two processes
+    assert not set(Parallel(n_jobs=2)(delayed(_worker)(0.3) for _ in range(4))) & jobs  # other args: new ones
+    assert worker_pool({**launcher, "n_jobs": 1}) is None
+    assert worker_pool({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"}) is None
 
 
 def test_unknown_sweep_is_a_clear_error(capsys):

@@ -173,9 +173,11 @@ def signature(row: pd.Series) -> frozenset:
     return frozenset(items)
 
 
-def experiment_frame(uri: str, experiment_id: str) -> pd.DataFrame:
-    """Every FINISHED training run of the experiment (parents excluded), for cross-device pairing."""
+def experiment_frame(uri: str, experiment_id: str, device: str | None = None) -> pd.DataFrame:
+    """Every FINISHED training run of the experiment (parents excluded; only those tagged ``device`` when given),
+    for cross-device pairing."""
     client = client_for(uri)
-    runs = [r for r in search_all(client, [experiment_id], "attributes.status = 'FINISHED'")
+    query = "attributes.status = 'FINISHED'" + (f" and tags.device = '{device}'" if device else "")
+    runs = [r for r in search_all(client, [experiment_id], query)
             if not is_parent(r) and not is_seed_ensemble(r) and r.data.tags.get("loss")]
     return runs_frame(runs)

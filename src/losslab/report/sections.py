@@ -211,11 +211,14 @@ def variants(doc: Document, finished: pd.DataFrame, keys: list[str], selected: p
 def devices(doc: Document, sweep: collect.Sweep, selected: pd.DataFrame, metrics: list[str]) -> None:
     """Runs of the same loss, seed and config on CPU and on GPU (anywhere in the experiment)."""
     doc.heading("CPU vs GPU")
-    everything = collect.experiment_frame(sweep.uri, sweep.experiment_id)
-    everything = everything[everything["device"].isin(["cpu", "cuda"])]
+    mine = set(selected["device"]) & {"cpu", "cuda"}
+    # only the runs that can pair with this sweep's: those on the other device (a store holds thousands of runs)
+    others = [collect.experiment_frame(sweep.uri, sweep.experiment_id, device) for device in ("cpu", "cuda")
+              if mine - {device}]
     newest: dict[tuple, pd.Series] = {}
-    for _, row in everything.sort_values("start_time").iterrows():
-        newest[(collect.signature(row), row["device"])] = row
+    for frame in (f for f in others if not f.empty):
+        for _, row in frame.sort_values("start_time").iterrows():
+            newest[(collect.signature(row), row["device"])] = row  # the newest run of each (config, device)
     rows = []
     for _, run in selected[selected["device"].isin(["cpu", "cuda"])].iterrows():
         other = newest.get((collect.signature(run), "cuda" if run["device"] == "cpu" else "cpu"))

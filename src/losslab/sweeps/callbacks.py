@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from losslab.console import verbose
 from losslab.sweeps.finish import finish_sweep
+from losslab.sweeps.jobs import worker_pool
 from losslab.sweeps.progress import LOSS_WIDTH, Progress
 from losslab.tracking.store import tracking_uri
 from losslab.tracking.sweep_runs import PARENT_ENV, SWEEP_ID_ENV, SweepParent, job_run, start_parent
@@ -62,6 +63,7 @@ class SweepParentRun(Callback):
         self.ensemble = OmegaConf.to_container(ensemble, resolve=True) if ensemble is not None else None
         self.parent: SweepParent | None = None
         self.jobs = 1  # the launcher's worker processes (joblib n_jobs): the baseline's seeds use as many
+        self.pool: dict[str, Any] | None = None  # its joblib.Parallel arguments (sweeps.jobs.worker_pool)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         uri = tracking_uri(config.tracking)
@@ -71,6 +73,8 @@ class SweepParentRun(Callback):
         params["sweep.launcher"] = str(OmegaConf.select(config, "hydra.launcher._target_"))
         params["sweep.n_jobs"] = str(OmegaConf.select(config, "hydra.launcher.n_jobs", default=1))
         self.jobs = max(1, int(OmegaConf.select(config, "hydra.launcher.n_jobs", default=1) or 1))
+        launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
+        self.pool = worker_pool(launcher) if isinstance(launcher, dict) else None
         self.parent = start_parent(uri, str(config.tracking.experiment), name, params)
         os.environ[PARENT_ENV] = self.parent.run_id
         os.environ[SWEEP_ID_ENV] = self.parent.sweep_id
@@ -93,7 +97,7 @@ class SweepParentRun(Callback):
             return
         finish_sweep(parent, report=self.report and failed is None, reports_dir=self.reports_dir, failed=failed,
                      register=self.register, model_name=self.model_name, settings=self.settings,
-                     baseline=self.baseline, ensemble=self.ensemble, jobs=self.jobs)
+                     baseline=self.baseline, ensemble=self.ensemble, jobs=self.jobs, pool=self.pool)
         for key in (PARENT_ENV, SWEEP_ID_ENV):
             os.environ.pop(key, None)
 

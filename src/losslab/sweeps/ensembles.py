@@ -186,33 +186,52 @@ def build_one(uri: str, experiment_id: str, parent_run_id: str, sweep_id: str, l
     return run_id, metrics
 
 
-def build_seed_ensembles(uri: str, experiment_id: str, parent_run_id: str, sweep_id: str,
-                         select_metric: str = "best_val/f1_macro", primary_metric: str = "test/f1_macro") -> int:
-    """A seed ensemble per loss of the sweep (one console line each); a loss that cannot have one is a warning.
-    Returns how many were logged."""
-    from mlflow.tracking import MlflowClient
-
-    from losslab.sweeps.progress import duration, metric_label
-
+def ensemble_line(uri: str, experiment_id: str, parent_run_id: str, sweep_id: str, loss: str, run_ids: list[str],
+                  primary_metric: str) -> tuple[bool, str]:
+    """Build ``loss``'s seed ensemble from its seeds' runs; ``(True, console line)``, or ``(False, warning)`` when it
+    cannot be built. Runs in the sweep's process or in one of its joblib workers."""
     import os
 
+    from mlflow.tracking import MlflowClient
+
+    from losslab.sweeps.progress import metric_label
+
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no download bars on the sweep console
+    client = MlflowClient(uri)
+    runs = [client.get_run(r) for r in run_ids]
+    try:
+        with tempfile.TemporaryDirectory(prefix="losslab-ensembles-") as tmp:
+            run_id, metrics = build_one(uri, experiment_id, parent_run_id, sweep_id, loss, runs, Path(tmp))
+    except Exception as exc:  # noqa: BLE001 - the trainings and the report stand without it
+        return False, f"warning: no seed ensemble for {loss}: {type(exc).__name__}: {exc}"
+    seeds_mean = float(np.mean([r.data.metrics.get(primary_metric, np.nan) for r in runs]))
+    return True, (f"seed ensemble {loss}: {len(runs)} seeds, {metric_label(primary_metric)} "
+                  f"{metrics.get(primary_metric, float('nan')):.4f} (seeds' mean {seeds_mean:.4f}); run {run_id}")
+
+
+def build_seed_ensembles(uri: str, experiment_id: str, parent_run_id: str, sweep_id: str,
+                         select_metric: str = "best_val/f1_macro", primary_metric: str = "test/f1_macro",
+                         pool: Mapping[str, Any] | None = None) -> int:
+    """A seed ensemble per loss of the sweep (one console line each, in loss order); a loss that cannot have one is
+    a warning. ``pool``: ``joblib.Parallel`` arguments to build the losses' ensembles in parallel (the sweep's own
+    workers, ``sweeps.jobs.worker_pool``); None: one after the other here. Returns how many were logged."""
+    from losslab.sweeps.progress import duration
+
     started = time.perf_counter()
     groups = seed_groups(uri, sweep_id, experiment_id, select_metric)
-    client, done = MlflowClient(uri), 0
-    with tempfile.TemporaryDirectory(prefix="losslab-ensembles-") as tmp:
-        for loss, run_ids in groups.items():
-            runs = [client.get_run(r) for r in run_ids]
-            try:
-                run_id, metrics = build_one(uri, experiment_id, parent_run_id, sweep_id, loss, runs, Path(tmp))
-            except Exception as exc:  # noqa: BLE001 - the trainings and the report stand without it
-                print(f"warning: no seed ensemble for {loss}: {type(exc).__name__}: {exc}", file=sys.stderr)
-                continue
-            done += 1
-            seeds_mean = float(np.mean([r.data.metrics.get(primary_metric, np.nan) for r in runs]))
-            print(f"seed ensemble {loss}: {len(runs)} seeds, {metric_label(primary_metric)} "
-                  f"{metrics.get(primary_metric, float('nan')):.4f} (seeds' mean {seeds_mean:.4f}); run {run_id}",
-                  flush=True)
+    args = [(uri, experiment_id, parent_run_id, sweep_id, loss, run_ids, primary_metric)
+            for loss, run_ids in groups.items()]
+    if pool and len(args) > 1:
+        from joblib import Parallel, delayed
+
+        results = Parallel(**{**pool, "return_as": "generator"})(delayed(ensemble_line)(*a) for a in args)
+    else:
+        results = (ensemble_line(*a) for a in args)
+    done = 0
+    for ok, line in results:  # in loss order, each as soon as it (and those before it) is built
+        (sys.stdout if ok else sys.stderr).write(line + "\n")  # one write: other threads may print too
+        (sys.stdout if ok else sys.stderr).flush()
+        done += ok
     if done:
         print(f"seed ensembles: {done} in {duration(time.perf_counter() - started)}", flush=True)
     return done

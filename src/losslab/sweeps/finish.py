@@ -23,22 +23,34 @@ from losslab.tracking.sweep_runs import SweepParent, child_runs, close_parent, s
 def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Path | None = None,
                  failed: str | None = None, register: bool = False, model_name: str | None = None,
                  settings: Mapping[str, Any] | None = None, baseline: Mapping[str, Any] | None = None,
-                 ensemble: Mapping[str, Any] | None = None, jobs: int = 1) -> Path | None:
-    """Print the loss table, log the seed ensembles (``ensemble``: ``sweep.ensemble``; None: as composed, see
-    ``ensemble_settings``), train the linear baseline and write the report (optional; ``baseline``:
-    ``sweep.baseline``, ``settings``: ``sweep.report``), end ``parent``'s run, register the champion
-    (optional); returns the report folder. ``jobs``: processes the baseline may fit its seeds in."""
+                 ensemble: Mapping[str, Any] | None = None, jobs: int = 1,
+                 pool: Mapping[str, Any] | None = None) -> Path | None:
+    """Print the loss table, train the linear baseline, log the seed ensembles (``ensemble``: ``sweep.ensemble``;
+    None: as composed, see ``ensemble_settings``) and write the report (optional; ``baseline``: ``sweep.baseline``,
+    ``settings``: ``sweep.report``), end ``parent``'s run, register the champion (optional); returns the report
+    folder. ``jobs``: processes the baseline may fit its seeds in; ``pool``: the sweep's joblib workers
+    (``sweeps.jobs.worker_pool``) — they fit the baseline and build the seed ensembles while this process writes
+    the report (the report leaves the ensembles out, so neither waits for the other)."""
+    import threading
+
     counts = status_counts(child_runs(parent.uri, parent.experiment_id, parent.run_id))
     problem = sweep_problem(counts, failed)
     out: Path | None = None
+    finished = failed is None and bool(counts.get("FINISHED"))
+    background: threading.Thread | None = None
     try:
-        if failed is None and counts.get("FINISHED"):
+        if finished:
             print_loss_table(parent)
-            if (ensemble if ensemble is not None else ensemble_settings(parent)).get("enabled", True):
-                seed_ensembles(parent, settings or {})
+        if report and counts.get("FINISHED") and (baseline is None or baseline.get("enabled", True)):
+            train_baseline(parent, baseline or {}, jobs, pool)
+        if finished and (ensemble if ensemble is not None else ensemble_settings(parent)).get("enabled", True):
+            if pool and report:
+                background = threading.Thread(target=seed_ensembles, args=(parent, settings or {}, pool),
+                                              name="seed-ensembles", daemon=True)
+                background.start()
+            else:
+                seed_ensembles(parent, settings or {}, pool)
         if report and counts.get("FINISHED"):
-            if baseline is None or baseline.get("enabled", True):
-                train_baseline(parent, baseline or {}, jobs)
             from losslab.report.build import write_report
 
             out = write_report(parent.uri, sweep_id=parent.sweep_id, experiment_id=parent.experiment_id,
@@ -49,6 +61,8 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
         traceback.print_exc()
         problem = problem or f"the report failed: {type(exc).__name__}: {exc}"[:500]
     finally:
+        if background is not None:
+            background.join()  # no child run may still be RUNNING when the parent closes
         close_parent(parent, counts, problem)
     runs = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no run"
     print(f"sweep {parent.sweep_id}: {runs} in {duration(time.perf_counter() - parent.started)}; "
@@ -58,7 +72,8 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
     return out
 
 
-def train_baseline(parent: SweepParent, settings: Mapping[str, Any], jobs: int = 1) -> None:
+def train_baseline(parent: SweepParent, settings: Mapping[str, Any], jobs: int = 1,
+                   pool: Mapping[str, Any] | None = None) -> None:
     """The linear baseline on every seed of the sweep (``losslab.training.baseline``), one console line; a failure
     is a warning (the report then says the baseline is missing), not a failed sweep."""
     from losslab.training.baseline import run_baselines
@@ -66,7 +81,8 @@ def train_baseline(parent: SweepParent, settings: Mapping[str, Any], jobs: int =
     started = time.perf_counter()
     try:
         done = run_baselines(parent.uri, parent.experiment_id, parent.run_id, parent.sweep_id,
-                             {k: v for k, v in settings.items() if k != "enabled"} or default_baseline(), jobs=jobs)
+                             {k: v for k, v in settings.items() if k != "enabled"} or default_baseline(), jobs=jobs,
+                             pool=pool)
     except Exception as exc:  # noqa: BLE001 - the trainings and their report stand without it
         print(f"warning: no linear baseline for sweep {parent.sweep_id}: {type(exc).__name__}: {exc}",
               file=sys.stderr)
@@ -82,14 +98,15 @@ def train_baseline(parent: SweepParent, settings: Mapping[str, Any], jobs: int =
           + (f"; {cached} fit(s) reused from outputs/cache/baseline" if cached else ""), flush=True)
 
 
-def seed_ensembles(parent: SweepParent, settings: Mapping[str, Any]) -> None:
-    """Per loss, its seeds as one model (``losslab.sweeps.ensembles``); a failure is a warning, not a failed sweep."""
+def seed_ensembles(parent: SweepParent, settings: Mapping[str, Any], pool: Mapping[str, Any] | None = None) -> None:
+    """Per loss, its seeds as one model (``losslab.sweeps.ensembles``; in ``pool``'s workers when given); a failure
+    is a warning, not a failed sweep."""
     from losslab.sweeps.ensembles import build_seed_ensembles
 
     try:
         build_seed_ensembles(parent.uri, parent.experiment_id, parent.run_id, parent.sweep_id,
                              str(settings.get("select_metric", "best_val/f1_macro")),
-                             str(settings.get("primary_metric", "test/f1_macro")))
+                             str(settings.get("primary_metric", "test/f1_macro")), pool)
     except Exception as exc:  # noqa: BLE001 - the trainings and their report stand without them
         print(f"warning: no seed ensembles for sweep {parent.sweep_id}: {type(exc).__name__}: {exc}", file=sys.stderr)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from losslab.errors import ConfigError
 
@@ -45,3 +45,20 @@ def cuda_available() -> bool:
 def launcher_given(overrides: Sequence[str]) -> bool:
     """A ``hydra/launcher=...`` override (submitit, SLURM): it decides how jobs run, not ``--jobs``."""
     return any(o.partition("=")[0].lstrip("+") == "hydra/launcher" for o in overrides)
+
+
+def worker_pool(launcher: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``joblib.Parallel`` arguments Hydra's joblib launcher ran the sweep's jobs with (``hydra.launcher`` as
+    composed), None for another launcher or a single worker. A ``Parallel`` with exactly these arguments reuses
+    the sweep's worker processes — warm, their imports paid (joblib keeps idle workers ~5 min); any other
+    arguments make joblib replace them with new ones (~8 s of imports each)."""
+    settings = {str(k): v for k, v in launcher.items() if k != "_target_"}
+    if not str(launcher.get("_target_", "")).endswith("JoblibLauncher") or int(settings.get("n_jobs") or 1) < 2:
+        return None
+    settings["backend"] = "loky"  # as hydra_joblib_launcher's launch(): loky always, these three made ints
+    for key in ("pre_dispatch", "batch_size", "max_nbytes"):
+        try:
+            settings[key] = int(settings[key]) if settings.get(key) else settings.get(key)
+        except ValueError:
+            pass
+    return settings

@@ -271,10 +271,12 @@ def sweep_seeds(uri: str, experiment_id: str, parent_run_id: str) -> tuple[dict[
 
 
 def run_baselines(uri: str, experiment_id: str, parent_run_id: str, sweep_id: str,
-                  settings: Mapping[str, Any], jobs: int = 1) -> list[tuple[str, BaselineFit]]:
+                  settings: Mapping[str, Any], jobs: int = 1,
+                  pool: Mapping[str, Any] | None = None) -> list[tuple[str, BaselineFit]]:
     """A baseline run for every seed of the sweep that has none yet; ``[(run id, fit)]``. With ``jobs`` > 1 the
     seeds are fitted in that many processes (each fit is single-threaded: ~9 s per MEX-A3T seed), then logged
-    here in seed order."""
+    here in seed order; ``pool``: the ``joblib.Parallel`` arguments to fit them with (a sweep passes its
+    launcher's, so that its warm workers do it)."""
     import os
     import tempfile
 
@@ -289,8 +291,8 @@ def run_baselines(uri: str, experiment_id: str, parent_run_id: str, sweep_id: st
     if jobs > 1 and len(fresh) > 1:  # the fits to make, in parallel (each writes its cache entry)
         from joblib import Parallel, delayed
 
-        made = Parallel(n_jobs=min(jobs, len(fresh)))(delayed(cached_fit)(todo[seed], seed, settings, cache_dir)
-                                                      for seed in fresh)
+        made = Parallel(**(pool or {"n_jobs": min(jobs, len(fresh))}))(
+            delayed(cached_fit)(todo[seed], seed, settings, cache_dir) for seed in fresh)
         fits = dict(zip(fresh, made))
     else:
         fits = {}
