@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -31,8 +32,6 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
     folder. ``jobs``: processes the baseline may fit its seeds in; ``pool``: the sweep's joblib workers
     (``sweeps.jobs.worker_pool``) — they fit the baseline and build the seed ensembles while this process writes
     the report (the report leaves the ensembles out, so neither waits for the other)."""
-    import threading
-
     counts = status_counts(child_runs(parent.uri, parent.experiment_id, parent.run_id))
     problem = sweep_problem(counts, failed)
     out: Path | None = None
@@ -41,13 +40,19 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
     try:
         if finished:
             print_loss_table(parent)
-        if report and counts.get("FINISHED") and (baseline is None or baseline.get("enabled", True)):
+        with_baseline = bool(report and counts.get("FINISHED") and (baseline is None or baseline.get("enabled", True)))
+        with_ensembles = finished and (ensemble if ensemble is not None else ensemble_settings(parent)).get(
+            "enabled", True)
+        # the workers build the ensembles while this process writes the report (and logs a cached baseline);
+        # baseline fits to make need the workers first (one joblib.Parallel at a time)
+        early = with_ensembles and pool and report and not (with_baseline and baseline_fits(parent, baseline))
+        if early:
+            background = _in_background(seed_ensembles, parent, settings or {}, pool)
+        if with_baseline:
             train_baseline(parent, baseline or {}, jobs, pool)
-        if finished and (ensemble if ensemble is not None else ensemble_settings(parent)).get("enabled", True):
+        if with_ensembles and not early:
             if pool and report:
-                background = threading.Thread(target=seed_ensembles, args=(parent, settings or {}, pool),
-                                              name="seed-ensembles", daemon=True)
-                background.start()
+                background = _in_background(seed_ensembles, parent, settings or {}, pool)
             else:
                 seed_ensembles(parent, settings or {}, pool)
         if report and counts.get("FINISHED"):
@@ -70,6 +75,24 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
     if register and problem is None:
         register_champion(parent.uri, parent.sweep_id, parent.experiment or None, model_name)
     return out
+
+
+def _in_background(target: Any, *args: Any) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, name=target.__name__, daemon=True)
+    thread.start()
+    return thread
+
+
+def baseline_fits(parent: SweepParent, settings: Mapping[str, Any] | None) -> int:
+    """How many baseline seeds the sweep's end must fit (not cached); a failure counts as some (the baseline step
+    itself then reports it)."""
+    from losslab.training.baseline import fits_to_make
+
+    try:
+        return fits_to_make(parent.uri, parent.experiment_id, parent.run_id,
+                            {k: v for k, v in (settings or {}).items() if k != "enabled"} or default_baseline())
+    except Exception:  # noqa: BLE001
+        return 1
 
 
 def train_baseline(parent: SweepParent, settings: Mapping[str, Any], jobs: int = 1,

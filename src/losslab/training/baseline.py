@@ -270,6 +270,18 @@ def sweep_seeds(uri: str, experiment_id: str, parent_run_id: str) -> tuple[dict[
     return configs, done
 
 
+def fits_to_make(uri: str, experiment_id: str, parent_run_id: str, settings: Mapping[str, Any]) -> int:
+    """How many seeds ``run_baselines`` would fit (0: every missing baseline run comes from the cache)."""
+    from losslab.paths import project_root
+
+    configs, done = sweep_seeds(uri, experiment_id, parent_run_id)
+    if not settings.get("cache", True):
+        return len(set(configs) - done)
+    cache_dir = project_root() / CACHE_DIR
+    return sum(not cache_path(cache_dir, data_cfg, seed, settings).is_file()
+               for seed, data_cfg in configs.items() if seed not in done)
+
+
 def run_baselines(uri: str, experiment_id: str, parent_run_id: str, sweep_id: str,
                   settings: Mapping[str, Any], jobs: int = 1,
                   pool: Mapping[str, Any] | None = None) -> list[tuple[str, BaselineFit]]:
