@@ -178,6 +178,18 @@ def test_close_dead_runs_never_fails_a_command_and_never_creates_a_store(tmp_pat
     assert "note: could not check http://127.0.0.1:9" in capsys.readouterr().err
 
 
+def test_a_finished_run_drops_its_resume_checkpoint_unless_told_to_keep_it(compose, tiny_binary, tmp_path):
+    for keep in (False, True):
+        out = tmp_path / f"keep-{keep}"
+        cfg = compose(*data_overrides(tiny_binary), "trainer.max_epochs=2",
+                      f"callbacks.last_checkpoint.keep_when_finished={keep}")
+        result = train(cfg, out)
+        assert MlflowClient(result.tracking_uri).get_run(result.run_id).info.status == "FINISHED"
+        names = sorted(p.name for p in (out / "checkpoints").iterdir())
+        assert any(n.startswith("best-epoch") for n in names)  # the scored checkpoint stays
+        assert ("last.ckpt" in names) == keep, names
+
+
 def test_atomic_save_replaces_whole_files_only(tmp_path):
     target = tmp_path / "c" / "last.ckpt"
     atomic_torch_save({"epoch": 1}, target)

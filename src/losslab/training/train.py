@@ -101,6 +101,10 @@ def train(cfg: DictConfig, output_dir: str | Path, features: "FeatureSet | None"
         timings["logging"] = time.perf_counter() - started - sum(timings.values())  # run start, params, outcome, files
         mlflow.log_metrics({f"time/{k}_seconds": v for k, v in timings.items()})
 
+    if runs.process_rank() == 0:
+        for callback in trainer.callbacks:
+            if isinstance(callback, durability.LastCheckpoint):
+                callback.run_finished()
     if talk:
         runs.print_run(run_id, uri, test_metrics)
     return TrainResult(run_id, uri, test_metrics, best_val, timings)
