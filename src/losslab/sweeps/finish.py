@@ -36,26 +36,25 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
     problem = sweep_problem(counts, failed)
     out: Path | None = None
     finished = failed is None and bool(counts.get("FINISHED"))
+    reporting = bool(report and counts.get("FINISHED"))
     background: threading.Thread | None = None
     try:
         if finished:
             print_loss_table(parent)
-        with_baseline = bool(report and counts.get("FINISHED") and (baseline is None or baseline.get("enabled", True)))
+        with_baseline = reporting and (baseline is None or baseline.get("enabled", True))
         with_ensembles = finished and (ensemble if ensemble is not None else ensemble_settings(parent)).get(
             "enabled", True)
-        # the workers build the ensembles while this process writes the report (and logs a cached baseline);
-        # baseline fits to make need the workers first (one joblib.Parallel at a time)
-        early = with_ensembles and pool and report and not (with_baseline and baseline_fits(parent, baseline))
-        if early:
+        beside_report = bool(with_ensembles and pool and reporting)  # the workers build them while the report runs
+        # one joblib.Parallel at a time: baseline fits to make go to the workers first
+        if beside_report and not (with_baseline and baseline_fits(parent, baseline)):
             background = _in_background(seed_ensembles, parent, settings or {}, pool)
         if with_baseline:
             train_baseline(parent, baseline or {}, jobs, pool)
-        if with_ensembles and not early:
-            if pool and report:
-                background = _in_background(seed_ensembles, parent, settings or {}, pool)
-            else:
-                seed_ensembles(parent, settings or {}, pool)
-        if report and counts.get("FINISHED"):
+        if beside_report and background is None:
+            background = _in_background(seed_ensembles, parent, settings or {}, pool)
+        elif with_ensembles and not beside_report:
+            seed_ensembles(parent, settings or {}, pool)
+        if reporting:
             from losslab.report.build import write_report
 
             out = write_report(parent.uri, sweep_id=parent.sweep_id, experiment_id=parent.experiment_id,
@@ -89,10 +88,14 @@ def baseline_fits(parent: SweepParent, settings: Mapping[str, Any] | None) -> in
     from losslab.training.baseline import fits_to_make
 
     try:
-        return fits_to_make(parent.uri, parent.experiment_id, parent.run_id,
-                            {k: v for k, v in (settings or {}).items() if k != "enabled"} or default_baseline())
+        return fits_to_make(parent.uri, parent.experiment_id, parent.run_id, baseline_settings(settings))
     except Exception:  # noqa: BLE001
         return 1
+
+
+def baseline_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``sweep.baseline`` without its ``enabled`` switch (as composed; the defaults when none was passed)."""
+    return {k: v for k, v in (settings or {}).items() if k != "enabled"} or default_baseline()
 
 
 def train_baseline(parent: SweepParent, settings: Mapping[str, Any], jobs: int = 1,
@@ -104,8 +107,7 @@ def train_baseline(parent: SweepParent, settings: Mapping[str, Any], jobs: int =
     started = time.perf_counter()
     try:
         done = run_baselines(parent.uri, parent.experiment_id, parent.run_id, parent.sweep_id,
-                             {k: v for k, v in settings.items() if k != "enabled"} or default_baseline(), jobs=jobs,
-                             pool=pool)
+                             baseline_settings(settings), jobs=jobs, pool=pool)
     except Exception as exc:  # noqa: BLE001 - the trainings and their report stand without it
         print(f"warning: no linear baseline for sweep {parent.sweep_id}: {type(exc).__name__}: {exc}",
               file=sys.stderr)
