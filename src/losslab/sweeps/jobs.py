@@ -55,10 +55,8 @@ def worker_pool(launcher: Mapping[str, Any]) -> dict[str, Any] | None:
     settings = {str(k): v for k, v in launcher.items() if k != "_target_"}
     if not str(launcher.get("_target_", "")).endswith("JoblibLauncher") or int(settings.get("n_jobs") or 1) < 2:
         return None
-    settings["backend"] = "loky"  # as hydra_joblib_launcher's launch(): loky always, these three made ints
-    for key in ("pre_dispatch", "batch_size", "max_nbytes"):
-        try:
-            settings[key] = int(settings[key]) if settings.get(key) else settings.get(key)
-        except ValueError:
-            pass
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+
+    settings["backend"] = "loky"  # what the launcher's launch() does before its Parallel call
+    process_joblib_cfg(settings)
     return settings
