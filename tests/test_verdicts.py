@@ -11,6 +11,7 @@ that gap real, the two-level interval must not.
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,34 @@ def test_holm_and_the_field_tests():
     assert lower_better[0] > 0.9
     assert fieldtools.aso_epsilon(reference + 0.05, reference, iterations=50) < 0.2
     assert fieldtools.aso_epsilon(reference, reference + 0.05, iterations=50) > 0.8
+
+
+def test_aso_is_deepsigs_number_without_its_side_effects():
+    """The vectorised ASO returns exactly what ``deepsig.aso`` returns (ties, equal sets, few and unequal seed
+    counts, both directions), and leaves NumPy's global RNG alone where deepsig reseeds it."""
+    from joblib.externals.loky.backend import reduction
+
+    pickler = reduction.get_loky_pickler_name()
+    try:
+        import deepsig  # it makes dill loky's pickler at import: restored below
+    finally:
+        reduction.set_loky_pickler(pickler)
+    rng = np.random.default_rng(7)
+    for case in range(24):
+        a = rng.normal(0.60, 0.02, rng.integers(2, 8))
+        b = rng.normal(0.60 + rng.normal(0, 0.02), 0.02, rng.integers(2, 8))
+        if case % 6 == 0:
+            b = a.copy()  # equal sets: deepsig's 0.5 branch
+        if case % 4 == 1:
+            a, b = np.round(a, 2), np.round(b, 2)  # ties
+        seed, higher = int(rng.integers(0, 1000)), bool(case % 2)
+        with warnings.catch_warnings():  # equal resamples: "Division by zero encountered in violation ratio"
+            warnings.filterwarnings("ignore", message="Division by zero", category=UserWarning)
+            expected = float(deepsig.aso(a if higher else -a, b if higher else -b, confidence_level=0.95,
+                                         num_bootstrap_iterations=60, dt=0.02, show_progress=False, seed=seed))
+        np.random.seed(123)
+        assert fieldtools.aso_epsilon(a, b, higher, iterations=60, seed=seed) == expected, case
+        assert np.random.randint(10**9) == np.random.RandomState(123).randint(10**9)
 
 
 def test_t_interval():

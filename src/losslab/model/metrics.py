@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import warnings
 
 import torch
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (MulticlassAccuracy, MulticlassAUROC, MulticlassCalibrationError,
                                          MulticlassF1Score)
+
+from losslab.model.names import metric_key
 
 
 class NegativeLogLikelihood(Metric):
@@ -58,11 +59,6 @@ def absent_classes(targets: torch.Tensor, class_names: list[str]) -> list[str]:
     """The classes with no example in ``targets``: macro metrics leave them out, their f1_<class> reads 0."""
     counts = torch.bincount(targets.flatten().long().cpu(), minlength=len(class_names))
     return [name for name, n in zip(class_names, counts.tolist()) if n == 0]
-
-
-def metric_key(class_name: str) -> str:
-    """A class name as it appears in metric names: ``f1_<class>`` with [A-Za-z0-9_] only."""
-    return re.sub(r"[^0-9A-Za-z_]+", "_", str(class_name)).strip("_") or "class"
 
 
 def make_metrics(num_classes: int) -> MetricCollection:

@@ -133,7 +133,7 @@ def apply_rule(probs: np.ndarray, rule: dict[str, Any] | None) -> np.ndarray:
 
 def rule_metrics(rule: dict[str, Any], class_names: Sequence[str]) -> dict[str, float]:
     """The rule as metrics: ``threshold`` or ``offset_<class>`` (prefix them with ``val/``)."""
-    from losslab.model.metrics import metric_key
+    from losslab.model.names import metric_key
 
     if rule["kind"] == "threshold":
         return {"threshold": float(rule["threshold"])}
@@ -142,7 +142,7 @@ def rule_metrics(rule: dict[str, Any], class_names: Sequence[str]) -> dict[str, 
 
 def label_metrics(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
     """accuracy, f1_macro (classes present, as scikit-learn) and f1_<class> of hard predictions."""
-    from losslab.model.metrics import metric_key
+    from losslab.model.names import metric_key
 
     k = len(class_names)
     f1 = f1_per_class(y_true, y_pred, k)

@@ -11,6 +11,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from losslab.errors import ConfigError
+from losslab.model.names import metric_key
 from losslab.paths import config_dir, reports_root
 from losslab.report import bootstrap, collect, fieldtools, figures as first_figures, glance, plots, sections, stats
 from losslab.report import verdicts
@@ -121,12 +122,6 @@ def minority_metric(predictions: Mapping[tuple[str, int], bootstrap.RunPredictio
         if rarest in per_class:
             return rarest
     return min(per_class, key=lambda m: frame[m].mean())
-
-
-def metric_key(name: str) -> str:
-    from losslab.model.metrics import metric_key as key
-
-    return key(name)
 
 
 def write_report(uri: str, sweep_id: str | None = None, experiment: str | None = None,

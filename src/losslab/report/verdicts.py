@@ -80,7 +80,9 @@ def seeds_needed(gap: float, s: float, var_test: float, power: float = 0.8, alph
 
 
 def per_seed(frame: pd.DataFrame, loss: str, metric: str) -> pd.Series:
-    return frame.loc[frame["loss"] == loss].groupby("seed")[metric].mean() if metric in frame else pd.Series()
+    if metric not in frame:
+        return pd.Series()
+    return frame.loc[frame["loss"] == loss, ["seed", metric]].groupby("seed")[metric].mean()  # 2 columns, not all
 
 
 def compare(frame: pd.DataFrame, reps: bootstrap.Replicates | None, losses: Sequence[str], reference: str,
