@@ -134,6 +134,32 @@ def test_worker_pool_is_the_launchers_so_joblib_reuses_the_sweeps_workers(compos
     assert worker_pool({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"}) is None
 
 
+def test_warm_workers_start_the_launchers_workers_with_the_training_stack_imported(compose):
+    """The workers warm_workers starts are the ones a Parallel with the launcher's arguments then gets: the
+    training stack already imported there, at the lowered priority."""
+    from joblib import Parallel, delayed
+
+    from losslab.sweeps.jobs import WORKER_NICENESS, warm_workers, worker_pool
+
+    def _probe(seconds: float) -> tuple[int, bool, int]:  # nested: pickled by value
+        import os
+        import sys
+        import time
+
+        time.sleep(seconds)  # long enough that every worker gets a task
+        return os.getpid(), "pytorch_lightning" in sys.modules and "mlflow" in sys.modules, os.nice(0)
+
+    cfg = compose("+sweep=quick", *hydra_argv("quick", 2, [])[2:], return_hydra_config=True)
+    pool = worker_pool(OmegaConf.to_container(cfg.hydra.launcher, resolve=True))
+    thread = warm_workers(pool)
+    assert thread is not None and warm_workers(None) is None
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    seen = Parallel(**pool)(delayed(_probe)(0.3) for _ in range(4))
+    assert len({pid for pid, _, _ in seen}) == 2
+    assert all(imported and niceness >= WORKER_NICENESS for _, imported, niceness in seen), seen
+
+
 def test_unknown_sweep_is_a_clear_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         sweep_main(["nosuch"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from losslab.console import verbose
 from losslab.sweeps.finish import finish_sweep
-from losslab.sweeps.jobs import worker_pool
+from losslab.sweeps.jobs import warm_workers, worker_pool
 from losslab.sweeps.progress import LOSS_WIDTH, Progress
 from losslab.tracking.store import tracking_uri
 from losslab.tracking.sweep_runs import PARENT_ENV, SWEEP_ID_ENV, SweepParent, job_run, start_parent
@@ -64,6 +65,7 @@ class SweepParentRun(Callback):
         self.parent: SweepParent | None = None
         self.jobs = 1  # the launcher's worker processes (joblib n_jobs): the baseline's seeds use as many
         self.pool: dict[str, Any] | None = None  # its joblib.Parallel arguments (sweeps.jobs.worker_pool)
+        self.warming: threading.Thread | None = None  # the workers' start, begun before the launcher's (warm_workers)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         uri = tracking_uri(config.tracking)
@@ -75,6 +77,7 @@ class SweepParentRun(Callback):
         self.jobs = max(1, int(OmegaConf.select(config, "hydra.launcher.n_jobs", default=1) or 1))
         launcher = OmegaConf.to_container(config.hydra.launcher, resolve=True)
         self.pool = worker_pool(launcher) if isinstance(launcher, dict) else None
+        self.warming = warm_workers(self.pool)
         self.parent = start_parent(uri, str(config.tracking.experiment), name, params)
         os.environ[PARENT_ENV] = self.parent.run_id
         os.environ[SWEEP_ID_ENV] = self.parent.sweep_id
@@ -95,6 +98,8 @@ class SweepParentRun(Callback):
             _OPEN.remove(self)
         if parent is None:
             return
+        if self.warming is not None:
+            self.warming.join()  # long done by now: the sweep's jobs ran in those workers
         finish_sweep(parent, report=self.report and failed is None, reports_dir=self.reports_dir, failed=failed,
                      register=self.register, model_name=self.model_name, settings=self.settings,
                      baseline=self.baseline, ensemble=self.ensemble, jobs=self.jobs, pool=self.pool)
@@ -103,7 +108,7 @@ class SweepParentRun(Callback):
 
     def __getstate__(self) -> dict[str, Any]:
         # The callback travels to launcher workers inside Hydra's context: they must not close the parent.
-        return {**self.__dict__, "parent": None}
+        return {**self.__dict__, "parent": None, "warming": None}
 
 
 def planned_jobs(config: DictConfig) -> tuple[int | None, dict[str, list[str]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Mapping, Sequence
 
 from losslab.errors import ConfigError
@@ -60,3 +61,42 @@ def worker_pool(launcher: Mapping[str, Any]) -> dict[str, Any] | None:
     settings["backend"] = "loky"  # what the launcher's launch() does before its Parallel call
     process_joblib_cfg(settings)
     return settings
+
+
+def warm_workers(pool: Mapping[str, Any] | None) -> threading.Thread | None:
+    """Start the sweep's worker processes now, in a background thread, each importing the training stack (~7 s),
+    while the parent opens its MLflow run and Hydra composes every job's config to check the batch (~6 s for 35
+    jobs): the first trainings start ~6 s sooner. The launcher's ``Parallel`` finds the same workers, warm (``pool``
+    = its exact arguments, ``worker_pool``). None without a pool (one worker, another launcher).
+
+    The workers lower their CPU priority to nice ``WORKER_NICENESS`` (for good: an unprivileged process cannot
+    raise it back): where cores are short they take only what the parent leaves — the parent is the critical path
+    while it prepares the sweep and, at its end, writes the report beside the workers' seed ensembles."""
+    if pool is None:
+        return None
+    from joblib import Parallel, delayed
+
+    def start() -> None:
+        try:
+            Parallel(**pool)(delayed(_warm_worker)() for _ in range(int(pool["n_jobs"])))
+        except Exception:  # noqa: BLE001  (an optimisation only: the launcher starts its workers anyway)
+            pass
+
+    thread = threading.Thread(target=start, name="losslab-warm-workers", daemon=True)
+    thread.start()
+    return thread
+
+
+WORKER_NICENESS = 10
+
+
+def _warm_worker() -> int:
+    """In a worker: lower its priority to ``WORKER_NICENESS`` (once), import the training stack; returns its pid."""
+    import os
+
+    from losslab.training.train import import_training_stack
+
+    if os.nice(0) < WORKER_NICENESS:
+        os.nice(WORKER_NICENESS - os.nice(0))
+    import_training_stack()
+    return os.getpid()
