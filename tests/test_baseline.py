@@ -64,7 +64,7 @@ def test_a_cached_fit_is_the_fit_and_a_changed_data_file_refits(tmp_path):
 def test_seeds_fitted_in_parallel_are_the_seeds_fitted_in_turn(tmp_path):
     import yaml
 
-    from losslab.training.baseline import fits_to_make, run_baselines
+    from losslab.training.baseline import plan_baselines, run_baselines
 
     labels = ["calm", "aggressive"]
     train = write_table(tmp_path / "train.csv", synthetic_rows(120, labels, seed=1), "csv")
@@ -81,9 +81,11 @@ def test_seeds_fitted_in_parallel_are_the_seeds_fitted_in_turn(tmp_path):
             client.log_text(child.info.run_id, config, "config.yaml")
             client.set_terminated(child.info.run_id)
         settings = SETTINGS | {"C": [0.1, 1.0], "cache": False}
-        assert fits_to_make(uri, experiment_id, parent, settings) == 3
-        got[jobs] = run_baselines(uri, experiment_id, parent, f"sweep-{jobs}", settings, jobs=jobs)
-        assert fits_to_make(uri, experiment_id, parent, settings) == 0  # every seed has its baseline run now
+        plan = plan_baselines(uri, experiment_id, parent, settings)
+        assert sorted(plan.todo) == plan.fresh == [0, 1, 2] and plan.cache_dir is None
+        got[jobs] = run_baselines(uri, experiment_id, parent, f"sweep-{jobs}", settings, jobs=jobs, plan=plan)
+        again = plan_baselines(uri, experiment_id, parent, settings)
+        assert not again.todo and not again.fresh  # every seed has its baseline run now
     assert [fit.seed for _, fit in got[2]] == [0, 1, 2]
     for (_, one), (_, two) in zip(got[1], got[2]):
         assert one.chosen == two.chosen and (one.test_probs == two.test_probs).all()

@@ -45,11 +45,13 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
         with_ensembles = finished and (ensemble if ensemble is not None else ensemble_settings(parent)).get(
             "enabled", True)
         beside_report = bool(with_ensembles and pool and reporting)  # the workers build them while the report runs
+        plan = plan_baseline(parent, baseline) if with_baseline else None
+        fits_first = with_baseline and (plan is None or bool(plan.fresh))  # no plan: the baseline step says why
         # one joblib.Parallel at a time: baseline fits to make go to the workers first
-        if beside_report and not (with_baseline and baseline_fits(parent, baseline)):
+        if beside_report and not fits_first:
             background = _in_background(seed_ensembles, parent, settings or {}, pool)
         if with_baseline:
-            train_baseline(parent, baseline or {}, jobs, pool)
+            train_baseline(parent, baseline or {}, jobs, pool, plan)
         if beside_report and background is None:
             background = _in_background(seed_ensembles, parent, settings or {}, pool)
         elif with_ensembles and not beside_report:
@@ -82,15 +84,15 @@ def _in_background(target: Any, *args: Any) -> threading.Thread:
     return thread
 
 
-def baseline_fits(parent: SweepParent, settings: Mapping[str, Any] | None) -> int:
-    """How many baseline seeds the sweep's end must fit (not cached); a failure counts as some (the baseline step
-    itself then reports it)."""
-    from losslab.training.baseline import fits_to_make
+def plan_baseline(parent: SweepParent, settings: Mapping[str, Any] | None) -> Any:
+    """``training.baseline.plan_baselines`` for the sweep (its seeds without a baseline run, the fits to make), or
+    None when it cannot be made (the baseline step itself then reports why)."""
+    from losslab.training.baseline import plan_baselines
 
     try:
-        return fits_to_make(parent.uri, parent.experiment_id, parent.run_id, baseline_settings(settings))
+        return plan_baselines(parent.uri, parent.experiment_id, parent.run_id, baseline_settings(settings))
     except Exception:  # noqa: BLE001
-        return 1
+        return None
 
 
 def baseline_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -99,15 +101,15 @@ def baseline_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def train_baseline(parent: SweepParent, settings: Mapping[str, Any], jobs: int = 1,
-                   pool: Mapping[str, Any] | None = None) -> None:
-    """The linear baseline on every seed of the sweep (``losslab.training.baseline``), one console line; a failure
-    is a warning (the report then says the baseline is missing), not a failed sweep."""
+                   pool: Mapping[str, Any] | None = None, plan: Any = None) -> None:
+    """The linear baseline on every seed of the sweep (``losslab.training.baseline``; ``plan``: ``plan_baseline``'s),
+    one console line; a failure is a warning (the report then says the baseline is missing), not a failed sweep."""
     from losslab.training.baseline import run_baselines
 
     started = time.perf_counter()
     try:
         done = run_baselines(parent.uri, parent.experiment_id, parent.run_id, parent.sweep_id,
-                             baseline_settings(settings), jobs=jobs, pool=pool)
+                             baseline_settings(settings), jobs=jobs, pool=pool, plan=plan)
     except Exception as exc:  # noqa: BLE001 - the trainings and their report stand without it
         print(f"warning: no linear baseline for sweep {parent.sweep_id}: {type(exc).__name__}: {exc}",
               file=sys.stderr)

@@ -270,48 +270,51 @@ def sweep_seeds(uri: str, experiment_id: str, parent_run_id: str) -> tuple[dict[
     return configs, done
 
 
-def fits_to_make(uri: str, experiment_id: str, parent_run_id: str, settings: Mapping[str, Any]) -> int:
-    """How many seeds ``run_baselines`` would fit (0: every missing baseline run comes from the cache)."""
+@dataclass
+class BaselinePlan:
+    """What ``run_baselines`` will do for a sweep: the seeds without a FINISHED baseline run (``todo``: seed → its
+    ``data`` config) and, of those, the ones with no cached fit (``fresh``: to fit now)."""
+
+    todo: dict[int, dict[str, Any]]
+    fresh: list[int]
+    cache_dir: Path | None
+
+
+def plan_baselines(uri: str, experiment_id: str, parent_run_id: str, settings: Mapping[str, Any]) -> BaselinePlan:
+    """Read the sweep's seeds from its runs once; a sweep's end plans (are there fits to make?), then runs."""
     from losslab.paths import project_root
 
-    configs, done = sweep_seeds(uri, experiment_id, parent_run_id)
-    if not settings.get("cache", True):
-        return len(set(configs) - done)
-    cache_dir = project_root() / CACHE_DIR
-    return sum(not cache_path(cache_dir, data_cfg, seed, settings).is_file()
-               for seed, data_cfg in configs.items() if seed not in done)
-
-
-def run_baselines(uri: str, experiment_id: str, parent_run_id: str, sweep_id: str,
-                  settings: Mapping[str, Any], jobs: int = 1,
-                  pool: Mapping[str, Any] | None = None) -> list[tuple[str, BaselineFit]]:
-    """A baseline run for every seed of the sweep that has none yet; ``[(run id, fit)]``. With ``jobs`` > 1 the
-    seeds are fitted in that many processes (each fit is single-threaded: ~9 s per MEX-A3T seed), then logged
-    here in seed order; ``pool``: the ``joblib.Parallel`` arguments to fit them with (a sweep passes its
-    launcher's, so that its warm workers do it)."""
-    import os
-    import tempfile
-
-    from losslab.paths import project_root
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     configs, done = sweep_seeds(uri, experiment_id, parent_run_id)
     cache_dir = project_root() / CACHE_DIR if settings.get("cache", True) else None
     todo = {seed: data_cfg for seed, data_cfg in configs.items() if seed not in done}
     fresh = [seed for seed, data_cfg in todo.items()
              if cache_dir is None or not cache_path(cache_dir, data_cfg, seed, settings).is_file()]
-    if jobs > 1 and len(fresh) > 1:  # the fits to make, in parallel (each writes its cache entry)
+    return BaselinePlan(todo, fresh, cache_dir)
+
+
+def run_baselines(uri: str, experiment_id: str, parent_run_id: str, sweep_id: str,
+                  settings: Mapping[str, Any], jobs: int = 1, pool: Mapping[str, Any] | None = None,
+                  plan: BaselinePlan | None = None) -> list[tuple[str, BaselineFit]]:
+    """A baseline run for every seed of the sweep that has none yet; ``[(run id, fit)]``. With ``jobs`` > 1 the
+    seeds are fitted in that many processes (each fit is single-threaded: ~9 s per MEX-A3T seed), then logged
+    here in seed order; ``pool``: the ``joblib.Parallel`` arguments to fit them with (a sweep passes its
+    launcher's, so that its warm workers do it); ``plan``: ``plan_baselines``'s, when the caller has it."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    plan = plan or plan_baselines(uri, experiment_id, parent_run_id, settings)
+    fits: dict[int, BaselineFit] = {}
+    if jobs > 1 and len(plan.fresh) > 1:  # the fits to make, in parallel (each writes its cache entry)
         from joblib import Parallel, delayed
 
-        made = Parallel(**(pool or {"n_jobs": min(jobs, len(fresh))}))(
-            delayed(cached_fit)(todo[seed], seed, settings, cache_dir) for seed in fresh)
-        fits = dict(zip(fresh, made))
-    else:
-        fits = {}
+        made = Parallel(**(pool or {"n_jobs": min(jobs, len(plan.fresh))}))(
+            delayed(cached_fit)(plan.todo[seed], seed, settings, plan.cache_dir) for seed in plan.fresh)
+        fits = dict(zip(plan.fresh, made))
     out = []
     with tempfile.TemporaryDirectory(prefix="losslab-baseline-") as tmp:
-        for seed, data_cfg in todo.items():
-            fit = fits.get(seed) or cached_fit(data_cfg, seed, settings, cache_dir)
+        for seed, data_cfg in plan.todo.items():
+            fit = fits.get(seed) or cached_fit(data_cfg, seed, settings, plan.cache_dir)
             out.append((log_fit(uri, experiment_id, parent_run_id, sweep_id, fit, data_cfg, settings, Path(tmp)),
                         fit))
     return out
