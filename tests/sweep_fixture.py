@@ -46,7 +46,8 @@ def run_sweep(root: Path, name: str, jobs: int, *extra: str, timeout: int = 400,
            if k not in ("MLFLOW_TRACKING_URI", "LOSSLAB_DEBUG", "LOSSLAB_VERBOSE")} | (env or {})
     command = [sys.executable, "-m", "losslab.sweeps.cli", name, "--jobs", str(jobs), *tiny_data(root),
                f"tracking.uri=sqlite:///{root / 'mlflow.db'}", f"tracking.experiment={EXPERIMENT}",
-               f"sweep.reports_dir={root / 'reports'}", f"hydra.sweep.dir={root / 'multirun'}", *extra]
+               f"sweep.reports_dir={root / 'reports'}", f"hydra.sweep.dir={root / 'multirun'}",
+               f"sweep.baseline.cache_dir={root / 'baseline-cache'}", *extra]
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -4,6 +4,7 @@ its runs in a real sweep's store."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -51,7 +52,8 @@ def test_a_cached_fit_is_the_fit_and_a_changed_data_file_refits(tmp_path):
     data, cache = data_config(train, test), tmp_path / "cache"
     settings = SETTINGS | {"C": [1.0], "class_weight": [None]}
     fresh = cached_fit(data, 0, settings, cache)
-    again = cached_fit(data, 0, settings | {"cache": True}, cache)  # the cache switch itself is not part of the key
+    again = cached_fit(data, 0, settings | {"cache": True, "cache_dir": str(cache)}, cache)  # whether and where
+    # fits are kept is not part of the key
     assert not fresh.cached and again.cached and len(list(cache.glob("*.pkl"))) == 1
     assert (again.test_probs == fresh.test_probs).all() and again.chosen == fresh.chosen
     assert not cached_fit(data, 1, settings, cache).cached  # another seed: another split
@@ -59,6 +61,16 @@ def test_a_cached_fit_is_the_fit_and_a_changed_data_file_refits(tmp_path):
     os.utime(train, ns=(1, 1))
     changed = cached_fit(data, 0, settings, cache)
     assert not changed.cached and not (changed.test_probs == fresh.test_probs).all()
+
+
+def test_the_cache_folder_is_the_settings():
+    from losslab.paths import project_root
+    from losslab.training.baseline import CACHE_DIR, cache_location
+
+    assert cache_location({}) == project_root() / CACHE_DIR
+    assert cache_location({"cache_dir": "elsewhere/fits"}) == project_root() / "elsewhere" / "fits"
+    assert cache_location({"cache_dir": "/tmp/fits"}) == Path("/tmp/fits")
+    assert cache_location({"cache": False, "cache_dir": "/tmp/fits"}) is None
 
 
 def test_seeds_fitted_in_parallel_are_the_seeds_fitted_in_turn(tmp_path):

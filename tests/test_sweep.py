@@ -4,6 +4,7 @@ and what a sweep prints (one line per job, the loss table; Hydra's lines only wi
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 import re
 
 import pytest
@@ -158,6 +159,29 @@ def test_warm_workers_start_the_launchers_workers_with_the_training_stack_import
     seen = Parallel(**pool)(delayed(_probe)(0.3) for _ in range(4))
     assert len({pid for pid, _, _ in seen}) == 2
     assert all(imported and niceness >= WORKER_NICENESS for _, imported, niceness in seen), seen
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_baseline_is_cached_builds_its_ensembles_beside_the_baseline_and_report(tmp_path):
+    """The second sweep over the same data finds every baseline fit in its cache (sweep.baseline.cache_dir), so the
+    workers start the seed ensembles at once while this process logs the baseline runs and writes the report: the
+    sweep still ends with each of its runs FINISHED, a baseline run per seed and an ensemble per loss."""
+    grid = ("hydra.sweeper.params.loss=ce,mse", "hydra.sweeper.params.seed=0,1")
+    first, second = (run_sweep(tmp_path, "quick", 2, *grid) for _ in range(2))
+    for result in (first, second):
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "reused from" not in first.stdout and "2 fit(s) reused from baseline-cache" in second.stdout
+    assert len(list((tmp_path / "baseline-cache").glob("*.pkl"))) == 2
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    sweep_id = re.findall(r"sweep (\S+): 4 FINISHED", second.stdout)[-1]
+    runs = client.search_runs([experiment.experiment_id], f"tags.sweep_id = '{sweep_id}'", max_results=100)
+    kinds = Counter("parent" if r.data.tags.get("sweep_role") == "parent" else "ensemble" if "ensemble" in r.data.tags
+                    else r.data.tags.get("model") if r.data.tags.get("model") == "linear-baseline" else "training"
+                    for r in runs)
+    assert kinds == {"parent": 1, "training": 4, "linear-baseline": 2, "ensemble": 2}, kinds
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert (tmp_path / "reports" / sweep_id / "report.md").is_file()
 
 
 def test_unknown_sweep_is_a_clear_error(capsys):

@@ -104,7 +104,7 @@ def train_baseline(parent: SweepParent, settings: Mapping[str, Any], jobs: int =
                    pool: Mapping[str, Any] | None = None, plan: Any = None) -> None:
     """The linear baseline on every seed of the sweep (``losslab.training.baseline``; ``plan``: ``plan_baseline``'s),
     one console line; a failure is a warning (the report then says the baseline is missing), not a failed sweep."""
-    from losslab.training.baseline import run_baselines
+    from losslab.training.baseline import cache_location, run_baselines
 
     started = time.perf_counter()
     try:
@@ -122,7 +122,18 @@ def train_baseline(parent: SweepParent, settings: Mapping[str, Any], jobs: int =
     cached = sum(f.cached for f in fits)
     print(f"linear baseline: {len(fits)} runs (seeds {', '.join(str(f.seed) for f in fits)}; chosen on validation: "
           f"{chosen}) in {duration(time.perf_counter() - started)}"
-          + (f"; {cached} fit(s) reused from outputs/cache/baseline" if cached else ""), flush=True)
+          + (f"; {cached} fit(s) reused from {_shown(cache_location(baseline_settings(settings)))}" if cached else ""),
+          flush=True)
+
+
+def _shown(path: Path | None) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    if path is None:
+        return "-"
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def seed_ensembles(parent: SweepParent, settings: Mapping[str, Any], pool: Mapping[str, Any] | None = None) -> None:

@@ -25,7 +25,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 BASELINE = "linear-baseline"
-CACHE_DIR = "outputs/cache/baseline"  # under the project root (git-ignored); sweep.baseline.cache: false skips it
+CACHE_DIR = "outputs/cache/baseline"  # under the project root (git-ignored); sweep.baseline.cache_dir: elsewhere
+CACHE_SETTINGS = ("cache", "cache_dir")  # whether and where fits are kept: not what a fit depends on
 SELECTED_BY = "val/f1_macro"
 
 
@@ -148,10 +149,22 @@ def cache_key(data_cfg: Mapping[str, Any], seed: int, settings: Mapping[str, Any
             path = resolve_path(str(data_cfg[key]))
             stat = path.stat() if path.exists() else None
             files.append([str(path), stat.st_size if stat else -1, stat.st_mtime_ns if stat else -1])
+    fit_settings = {k: v for k, v in settings.items() if k not in CACHE_SETTINGS}
     blob = json.dumps({"data": data_cfg, "files": files, "seed": int(seed), "sklearn": sklearn.__version__,
-                       "settings": {k: v for k, v in settings.items() if k != "cache"}, "version": CACHE_VERSION,
+                       "settings": fit_settings, "version": CACHE_VERSION,
                        "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def cache_location(settings: Mapping[str, Any]) -> Path | None:
+    """The folder of cached fits: ``cache_dir`` (relative: to the project root; null: ``CACHE_DIR``), or None when
+    ``cache`` is false (every seed is fitted)."""
+    if not settings.get("cache", True):
+        return None
+    from losslab.paths import project_root
+
+    folder = Path(str(settings.get("cache_dir") or CACHE_DIR))
+    return folder if folder.is_absolute() else project_root() / folder
 
 
 def cache_path(cache_dir: Path, data_cfg: Mapping[str, Any], seed: int, settings: Mapping[str, Any]) -> Path:
@@ -282,10 +295,8 @@ class BaselinePlan:
 
 def plan_baselines(uri: str, experiment_id: str, parent_run_id: str, settings: Mapping[str, Any]) -> BaselinePlan:
     """Read the sweep's seeds from its runs once; a sweep's end plans (are there fits to make?), then runs."""
-    from losslab.paths import project_root
-
     configs, done = sweep_seeds(uri, experiment_id, parent_run_id)
-    cache_dir = project_root() / CACHE_DIR if settings.get("cache", True) else None
+    cache_dir = cache_location(settings)
     todo = {seed: data_cfg for seed, data_cfg in configs.items() if seed not in done}
     fresh = [seed for seed, data_cfg in todo.items()
              if cache_dir is None or not cache_path(cache_dir, data_cfg, seed, settings).is_file()]
