@@ -38,16 +38,19 @@ def tiny_data(directory: Path) -> list[str]:
 
 
 def run_sweep(root: Path, name: str, jobs: int, *extra: str, timeout: int = 400,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """``python -m losslab.sweeps.cli <name> --jobs <jobs>`` on tiny data in ``root`` (the console as a user sees
-    it: without ``$LOSSLAB_VERBOSE`` unless ``env`` sets it)."""
+              env: dict[str, str] | None = None, data: list[str] | None = None,
+              baseline_cache: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m losslab.sweeps.cli <name> --jobs <jobs>`` on tiny data in ``root`` (``data``: other data
+    overrides; ``baseline_cache``: the baseline's cache folder, default ``root/baseline-cache``), the console as a
+    user sees it: without ``$LOSSLAB_VERBOSE`` unless ``env`` sets it."""
     root.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items()
            if k not in ("MLFLOW_TRACKING_URI", "LOSSLAB_DEBUG", "LOSSLAB_VERBOSE")} | (env or {})
-    command = [sys.executable, "-m", "losslab.sweeps.cli", name, "--jobs", str(jobs), *tiny_data(root),
+    command = [sys.executable, "-m", "losslab.sweeps.cli", name, "--jobs", str(jobs),
+               *(tiny_data(root) if data is None else data),
                f"tracking.uri=sqlite:///{root / 'mlflow.db'}", f"tracking.experiment={EXPERIMENT}",
                f"sweep.reports_dir={root / 'reports'}", f"hydra.sweep.dir={root / 'multirun'}",
-               f"sweep.baseline.cache_dir={root / 'baseline-cache'}", *extra]
+               f"sweep.baseline.cache_dir={baseline_cache or root / 'baseline-cache'}", *extra]
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
 
 

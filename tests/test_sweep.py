@@ -162,26 +162,26 @@ def test_warm_workers_start_the_launchers_workers_with_the_training_stack_import
 
 
 @pytest.mark.slow
-def test_a_sweep_whose_baseline_is_cached_builds_its_ensembles_beside_the_baseline_and_report(tmp_path):
-    """The second sweep over the same data finds every baseline fit in its cache (sweep.baseline.cache_dir), so the
-    workers start the seed ensembles at once while this process logs the baseline runs and writes the report: the
-    sweep still ends with each of its runs FINISHED, a baseline run per seed and an ensemble per loss."""
-    grid = ("hydra.sweeper.params.loss=ce,mse", "hydra.sweeper.params.seed=0,1")
-    first, second = (run_sweep(tmp_path, "quick", 2, *grid) for _ in range(2))
+def test_a_second_sweep_reuses_its_baseline_fits_in_the_workers_and_ends_with_every_run_finished(tmp_path):
+    """The second sweep over the same data finds every baseline fit in its cache (sweep.baseline.cache_dir): its
+    workers read them and log the baseline runs, then build the seed ensembles while the report is written; the
+    sweep ends with each of its runs FINISHED, a baseline run per seed and an ensemble per loss."""
+    grid, data, cache = ("loss=ce,mse", "seed=0,1"), tiny_data(tmp_path), tmp_path / "baseline-cache"
+    first, second = (run_sweep(tmp_path / name, "quick", 2, *grid, data=data, baseline_cache=cache)
+                     for name in ("first", "second"))
     for result in (first, second):
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "reused from" not in first.stdout and "2 fit(s) reused from baseline-cache" in second.stdout
-    assert len(list((tmp_path / "baseline-cache").glob("*.pkl"))) == 2
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    sweep_id = re.findall(r"sweep (\S+): 4 FINISHED", second.stdout)[-1]
-    runs = client.search_runs([experiment.experiment_id], f"tags.sweep_id = '{sweep_id}'", max_results=100)
+    assert "reused from" not in first.stdout and f"2 fit(s) reused from {cache}" in second.stdout
+    assert len(list(cache.glob("*.pkl"))) == 2
+    client = MlflowClient(f"sqlite:///{tmp_path / 'second' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id], max_results=100)
     kinds = Counter("parent" if r.data.tags.get("sweep_role") == "parent" else "ensemble" if "ensemble" in r.data.tags
                     else r.data.tags.get("model") if r.data.tags.get("model") == "linear-baseline" else "training"
                     for r in runs)
     assert kinds == {"parent": 1, "training": 4, "linear-baseline": 2, "ensemble": 2}, kinds
     assert {r.info.status for r in runs} == {"FINISHED"}
-    assert (tmp_path / "reports" / sweep_id / "report.md").is_file()
+    sweep_id = runs[0].data.tags["sweep_id"]
+    assert (tmp_path / "second" / "reports" / sweep_id / "report.md").is_file()
 
 
 def test_unknown_sweep_is_a_clear_error(capsys):

@@ -30,8 +30,8 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
     None: as composed, see ``ensemble_settings``) and write the report (optional; ``baseline``: ``sweep.baseline``,
     ``settings``: ``sweep.report``), end ``parent``'s run, register the champion (optional); returns the report
     folder. ``jobs``: processes the baseline may fit its seeds in; ``pool``: the sweep's joblib workers
-    (``sweeps.jobs.worker_pool``) — they fit the baseline and build the seed ensembles while this process writes
-    the report (the report leaves the ensembles out, so neither waits for the other)."""
+    (``sweeps.jobs.worker_pool``) — they fit (or read from the cache) and log the baseline's seeds, then build the
+    seed ensembles while this process writes the report (the report leaves the ensembles out: neither waits)."""
     counts = status_counts(child_runs(parent.uri, parent.experiment_id, parent.run_id))
     problem = sweep_problem(counts, failed)
     out: Path | None = None
@@ -44,17 +44,11 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
         with_baseline = reporting and (baseline is None or baseline.get("enabled", True))
         with_ensembles = finished and (ensemble if ensemble is not None else ensemble_settings(parent)).get(
             "enabled", True)
-        beside_report = bool(with_ensembles and pool and reporting)  # the workers build them while the report runs
-        plan = plan_baseline(parent, baseline) if with_baseline else None
-        fits_first = with_baseline and (plan is None or bool(plan.fresh))  # no plan: the baseline step says why
-        # one joblib.Parallel at a time: baseline fits to make go to the workers first
-        if beside_report and not fits_first:
+        if with_baseline:  # first, in the workers (fits and runs): a short step when its fits are cached
+            train_baseline(parent, baseline or {}, jobs, pool)
+        if with_ensembles and pool and reporting:  # the workers build them while the report is written
             background = _in_background(seed_ensembles, parent, settings or {}, pool)
-        if with_baseline:
-            train_baseline(parent, baseline or {}, jobs, pool, plan)
-        if beside_report and background is None:
-            background = _in_background(seed_ensembles, parent, settings or {}, pool)
-        elif with_ensembles and not beside_report:
+        elif with_ensembles:
             seed_ensembles(parent, settings or {}, pool)
         if reporting:
             from losslab.report.build import write_report
@@ -84,32 +78,22 @@ def _in_background(target: Any, *args: Any) -> threading.Thread:
     return thread
 
 
-def plan_baseline(parent: SweepParent, settings: Mapping[str, Any] | None) -> Any:
-    """``training.baseline.plan_baselines`` for the sweep (its seeds without a baseline run, the fits to make), or
-    None when it cannot be made (the baseline step itself then reports why)."""
-    from losslab.training.baseline import plan_baselines
-
-    try:
-        return plan_baselines(parent.uri, parent.experiment_id, parent.run_id, baseline_settings(settings))
-    except Exception:  # noqa: BLE001
-        return None
-
-
 def baseline_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
     """``sweep.baseline`` without its ``enabled`` switch (as composed; the defaults when none was passed)."""
     return {k: v for k, v in (settings or {}).items() if k != "enabled"} or default_baseline()
 
 
 def train_baseline(parent: SweepParent, settings: Mapping[str, Any], jobs: int = 1,
-                   pool: Mapping[str, Any] | None = None, plan: Any = None) -> None:
-    """The linear baseline on every seed of the sweep (``losslab.training.baseline``; ``plan``: ``plan_baseline``'s),
-    one console line; a failure is a warning (the report then says the baseline is missing), not a failed sweep."""
+                   pool: Mapping[str, Any] | None = None) -> None:
+    """The linear baseline on every seed of the sweep (``losslab.training.baseline``; in ``pool``'s workers when
+    given), one console line; a failure is a warning (the report then says the baseline is missing), not a failed
+    sweep."""
     from losslab.training.baseline import cache_location, run_baselines
 
     started = time.perf_counter()
     try:
         done = run_baselines(parent.uri, parent.experiment_id, parent.run_id, parent.sweep_id,
-                             baseline_settings(settings), jobs=jobs, pool=pool, plan=plan)
+                             baseline_settings(settings), jobs=jobs, pool=pool)
     except Exception as exc:  # noqa: BLE001 - the trainings and their report stand without it
         print(f"warning: no linear baseline for sweep {parent.sweep_id}: {type(exc).__name__}: {exc}",
               file=sys.stderr)

@@ -306,26 +306,30 @@ def plan_baselines(uri: str, experiment_id: str, parent_run_id: str, settings: M
 def run_baselines(uri: str, experiment_id: str, parent_run_id: str, sweep_id: str,
                   settings: Mapping[str, Any], jobs: int = 1, pool: Mapping[str, Any] | None = None,
                   plan: BaselinePlan | None = None) -> list[tuple[str, BaselineFit]]:
-    """A baseline run for every seed of the sweep that has none yet; ``[(run id, fit)]``. With ``jobs`` > 1 the
-    seeds are fitted in that many processes (each fit is single-threaded: ~9 s per MEX-A3T seed), then logged
-    here in seed order; ``pool``: the ``joblib.Parallel`` arguments to fit them with (a sweep passes its
-    launcher's, so that its warm workers do it); ``plan``: ``plan_baselines``'s, when the caller has it."""
+    """A baseline run for every seed of the sweep that has none yet; ``[(run id, fit)]`` in seed order. ``pool``:
+    the ``joblib.Parallel`` arguments of the workers that fit and log the seeds (a sweep passes its launcher's, so
+    that its warm workers do it: torch and torchmetrics, which score the fits, are imported there already); else
+    with ``jobs`` > 1 and more than one fit to make, that many new processes (each fit is single-threaded, ~9 s per
+    MEX-A3T seed); else this process. ``plan``: ``plan_baselines``'s, when the caller has it."""
     import os
-    import tempfile
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     plan = plan or plan_baselines(uri, experiment_id, parent_run_id, settings)
-    fits: dict[int, BaselineFit] = {}
-    if jobs > 1 and len(plan.fresh) > 1:  # the fits to make, in parallel (each writes its cache entry)
+    tasks = [(uri, experiment_id, parent_run_id, sweep_id, seed, data_cfg, settings, plan.cache_dir)
+             for seed, data_cfg in plan.todo.items()]
+    if tasks and (pool or (jobs > 1 and len(plan.fresh) > 1)):
         from joblib import Parallel, delayed
 
-        made = Parallel(**(pool or {"n_jobs": min(jobs, len(plan.fresh))}))(
-            delayed(cached_fit)(plan.todo[seed], seed, settings, plan.cache_dir) for seed in plan.fresh)
-        fits = dict(zip(plan.fresh, made))
-    out = []
+        return Parallel(**(pool or {"n_jobs": min(jobs, len(tasks))}))(delayed(fit_and_log)(*task) for task in tasks)
+    return [fit_and_log(*task) for task in tasks]
+
+
+def fit_and_log(uri: str, experiment_id: str, parent_run_id: str, sweep_id: str, seed: int,
+                data_cfg: Mapping[str, Any], settings: Mapping[str, Any],
+                cache_dir: Path | None) -> tuple[str, BaselineFit]:
+    """One seed: its fit (``cached_fit``) and its FINISHED run (``log_fit``); ``(run id, fit)``."""
+    import tempfile
+
+    fit = cached_fit(data_cfg, seed, settings, cache_dir)
     with tempfile.TemporaryDirectory(prefix="losslab-baseline-") as tmp:
-        for seed, data_cfg in plan.todo.items():
-            fit = fits.get(seed) or cached_fit(data_cfg, seed, settings, plan.cache_dir)
-            out.append((log_fit(uri, experiment_id, parent_run_id, sweep_id, fit, data_cfg, settings, Path(tmp)),
-                        fit))
-    return out
+        return log_fit(uri, experiment_id, parent_run_id, sweep_id, fit, data_cfg, settings, Path(tmp)), fit
