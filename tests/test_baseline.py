@@ -95,7 +95,7 @@ def test_seeds_fitted_in_parallel_are_the_seeds_fitted_in_turn(tmp_path):
         settings = SETTINGS | {"C": [0.1, 1.0], "cache": False}
         plan = plan_baselines(uri, experiment_id, parent, settings)
         assert sorted(plan.todo) == plan.fresh == [0, 1, 2] and plan.cache_dir is None
-        got[jobs] = run_baselines(uri, experiment_id, parent, f"sweep-{jobs}", settings, jobs=jobs, plan=plan)
+        got[jobs] = run_baselines(uri, experiment_id, parent, f"sweep-{jobs}", settings, jobs=jobs)
         again = plan_baselines(uri, experiment_id, parent, settings)
         assert not again.todo and not again.fresh  # every seed has its baseline run now
     assert [fit.seed for _, fit in got[2]] == [0, 1, 2]

@@ -90,8 +90,8 @@ def warm_workers(pool: Mapping[str, Any] | None) -> threading.Thread | None:
 WORKER_NICENESS = 10
 
 
-def _warm_worker() -> int:
-    """In a worker: lower its priority to ``WORKER_NICENESS`` (once), import the training stack; returns its pid."""
+def _warm_worker() -> None:
+    """In a worker: lower its priority to ``WORKER_NICENESS`` (once), import the training stack."""
     import os
 
     from losslab.training.train import import_training_stack
@@ -99,4 +99,3 @@ def _warm_worker() -> int:
     if os.nice(0) < WORKER_NICENESS:
         os.nice(WORKER_NICENESS - os.nice(0))
     import_training_stack()
-    return os.getpid()

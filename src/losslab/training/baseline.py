@@ -294,7 +294,8 @@ class BaselinePlan:
 
 
 def plan_baselines(uri: str, experiment_id: str, parent_run_id: str, settings: Mapping[str, Any]) -> BaselinePlan:
-    """Read the sweep's seeds from its runs once; a sweep's end plans (are there fits to make?), then runs."""
+    """The sweep's seeds, read once from its runs: those without a baseline run, and which of them have no cached
+    fit."""
     configs, done = sweep_seeds(uri, experiment_id, parent_run_id)
     cache_dir = cache_location(settings)
     todo = {seed: data_cfg for seed, data_cfg in configs.items() if seed not in done}
@@ -304,17 +305,17 @@ def plan_baselines(uri: str, experiment_id: str, parent_run_id: str, settings: M
 
 
 def run_baselines(uri: str, experiment_id: str, parent_run_id: str, sweep_id: str,
-                  settings: Mapping[str, Any], jobs: int = 1, pool: Mapping[str, Any] | None = None,
-                  plan: BaselinePlan | None = None) -> list[tuple[str, BaselineFit]]:
+                  settings: Mapping[str, Any], jobs: int = 1,
+                  pool: Mapping[str, Any] | None = None) -> list[tuple[str, BaselineFit]]:
     """A baseline run for every seed of the sweep that has none yet; ``[(run id, fit)]`` in seed order. ``pool``:
     the ``joblib.Parallel`` arguments of the workers that fit and log the seeds (a sweep passes its launcher's, so
     that its warm workers do it: torch and torchmetrics, which score the fits, are imported there already); else
     with ``jobs`` > 1 and more than one fit to make, that many new processes (each fit is single-threaded, ~9 s per
-    MEX-A3T seed); else this process. ``plan``: ``plan_baselines``'s, when the caller has it."""
+    MEX-A3T seed); else this process."""
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    plan = plan or plan_baselines(uri, experiment_id, parent_run_id, settings)
+    plan = plan_baselines(uri, experiment_id, parent_run_id, settings)
     tasks = [(uri, experiment_id, parent_run_id, sweep_id, seed, data_cfg, settings, plan.cache_dir)
              for seed, data_cfg in plan.todo.items()]
     if tasks and (pool or (jobs > 1 and len(plan.fresh) > 1)):
