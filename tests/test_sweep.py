@@ -330,6 +330,33 @@ def test_job_count_is_the_sweepers_product_of_values():
     assert total == 6 and swept == {"loss": ["ce", "mse"], "model.dropout": ["0.1", "0.2", "0.3"]}
 
 
+def test_the_sweeper_checks_each_override_value_once_in_the_jobs_order():
+    from losslab.sweeps.batch_check import jobs_to_check
+
+    assert composed("losses").hydra.sweeper._target_ == "hydra_plugins.losslab_sweeper.LosslabSweeper"
+    losses = sweeper_params("losses")["loss"]
+    batch = [[f"seed={s}", f"loss={name}"] for s in range(5) for name in losses]  # as the sweeper orders them
+    checked = jobs_to_check(batch)
+    assert checked == batch[:7] + [batch[7 * s] for s in range(1, 5)]  # every loss on seed 0, then each new seed
+    assert {o for job in checked for o in job} == {o for job in batch for o in job}
+    assert jobs_to_check(batch[:1]) == batch[:1] and jobs_to_check([]) == []
+
+
+def test_a_bad_value_late_in_a_sweep_fails_before_its_first_job(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(SystemExit) as exit_info:  # the last job's loss does not exist: no job may start
+        sweep_main(["quick", "--jobs", "1", *tiny_data(tmp_path), f"tracking.uri={uri}",
+                    f"tracking.experiment={EXPERIMENT}", f"hydra.sweep.dir={tmp_path / 'multirun'}",
+                    "hydra.sweeper.params.seed=0", "hydra.sweeper.params.loss=ce", "seed=0,1",
+                    "loss=ce,mse,no_such_loss"])
+    assert exit_info.value.code != 0 and "no_such_loss" in capsys.readouterr().err
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert [r.data.tags.get("sweep_role") for r in runs] == ["parent"] and runs[0].info.status == "FAILED"
+    assert not (tmp_path / "multirun" / "0").exists()
+
+
 def test_progress_counts_jobs_in_its_log_and_estimates_the_rest(tmp_path):
     progress = Progress.start(tmp_path, 3, loss_width=3)
     first = progress.job_done("ce", 0, "FINISHED", 1.25, {"best_val/f1_macro": 0.7412, "test/f1_macro": 0.6})

@@ -111,6 +111,9 @@ class SweepParentRun(Callback):
         return {**self.__dict__, "parent": None, "warming": None}
 
 
+BASIC_SWEEPERS = (".BasicSweeper", ".LosslabSweeper")  # Hydra's, and losslab's (its jobs are the same)
+
+
 def planned_jobs(config: DictConfig) -> tuple[int | None, dict[str, list[str]]]:
     """How many jobs Hydra's basic sweeper makes of ``hydra.sweeper.params`` and the command line, and
     the swept keys with their values. Its arithmetic: a key given twice keeps its last value(s), and
@@ -118,7 +121,7 @@ def planned_jobs(config: DictConfig) -> tuple[int | None, dict[str, list[str]]]:
     cannot count (an interval, a glob)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    if not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith(".BasicSweeper"):
+    if not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith(BASIC_SWEEPERS):
         return None, {}
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     arguments = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
