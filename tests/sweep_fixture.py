@@ -40,13 +40,13 @@ def tiny_data(directory: Path) -> list[str]:
 def run_sweep(root: Path, name: str, jobs: int, *extra: str, timeout: int = 400,
               env: dict[str, str] | None = None, data: list[str] | None = None,
               baseline_cache: Path | None = None) -> subprocess.CompletedProcess:
-    """``python -m losslab.sweeps.cli <name> --jobs <jobs>`` on tiny data in ``root`` (``data``: other data
-    overrides; ``baseline_cache``: the baseline's cache folder, default ``root/baseline-cache``), the console as a
-    user sees it: without ``$LOSSLAB_VERBOSE`` unless ``env`` sets it."""
+    """``python -m losslab.sweeps <name> --jobs <jobs>`` (what ``make sweep`` runs) on tiny data in ``root``
+    (``data``: other data overrides; ``baseline_cache``: the baseline's cache folder, default
+    ``root/baseline-cache``), the console as a user sees it: without ``$LOSSLAB_VERBOSE`` unless ``env`` sets it."""
     root.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items()
            if k not in ("MLFLOW_TRACKING_URI", "LOSSLAB_DEBUG", "LOSSLAB_VERBOSE")} | (env or {})
-    command = [sys.executable, "-m", "losslab.sweeps.cli", name, "--jobs", str(jobs),
+    command = [sys.executable, "-m", "losslab.sweeps", name, "--jobs", str(jobs),
                *(tiny_data(root) if data is None else data),
                f"tracking.uri=sqlite:///{root / 'mlflow.db'}", f"tracking.experiment={EXPERIMENT}",
                f"sweep.reports_dir={root / 'reports'}", f"hydra.sweep.dir={root / 'multirun'}",

@@ -11,7 +11,7 @@ the data flows bottom-up, data → model → training → report:
     model                     network, losses and their targets, metrics, the LightningModule
     data                      reading and checking datasets, text normalisation, features, batches
 
-``paths``, ``errors`` and ``console`` are shared by all and import none of them; the contract is
+``paths``, ``errors``, ``console`` and ``quick_exit`` are shared by all and import none of them; the contract is
 ``[tool.importlinter]`` in pyproject.toml (``make lint``).
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from losslab import quick_exit
 from losslab.errors import friendly_exit
 from losslab.paths import default_tracking_uri
 
@@ -36,4 +37,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    quick_exit.install()  # no exit handler is registered yet: the heavy imports come in main()
     main()
+    quick_exit.finished()

@@ -1,5 +1,10 @@
 """``python -m losslab.sweeps <name> [--jobs N] [overrides]``: see ``losslab.sweeps.cli``."""
 
-from losslab.sweeps.cli import main
+from losslab import quick_exit
+
+quick_exit.install()  # before any import can register an exit handler
+
+from losslab.sweeps.cli import main  # noqa: E402
 
 main()
+quick_exit.finished()
