@@ -133,6 +133,10 @@ bench: setup ## performance table + bench/results.json: make bench [ACCELERATOR=
 gpu-check: setup ## on a GPU machine: GPU tests (none may skip) + a 2-epoch training on cuda; fails without a GPU
 	bash bench/gpu_check.sh
 
+.PHONY: gpu-wheels
+gpu-wheels: setup ## .whl/: what the lent GPU machine lacks, as Python 3.12 wheels (then: bash bench/gpu_session.sh there)
+	PY=$(PY) bash bench/gpu_wheels.sh
+
 # --- team setup: MLflow server on PostgreSQL, model registry and serving ------------------------
 # make server prints `export MLFLOW_TRACKING_URI=...` on stdout (eval "$$(make -s server)" sets it).
 MODEL ?=

@@ -15,6 +15,7 @@ from helpers.run_if import RunIf, visible_gpus
 from losslab.data.batches import SparseBatches
 from losslab.data.features import Featurizer
 from losslab.model.network import PReLUMLP
+from losslab.training.fused_check import compare_with_separate
 from losslab.training.train import train
 
 # CPU and GPU sum floats in another order, so a few of the 60 test predictions may flip (one flip moves
@@ -107,3 +108,30 @@ def test_batches_on_the_gpu_are_the_host_batches():
     for a, b in zip(host, device):
         assert all(t.device.type == "cuda" for t in b)
         assert all(torch.equal(u, v.cpu()) for u, v in zip(a, b))
+
+
+def fused_against_separate(compose, tiny_binary, tmp_path, accelerator):
+    """The sweeps' fused path (``sweep.fused: auto`` turns it on with CUDA) against separate trainings, early stopping
+    on: the members' runs, and the largest |difference| over weights and test metrics (``compare_with_separate``)."""
+    losses = ["mse", "bce", "ce"]
+    cfg = compose(*data_overrides(tiny_binary), "model.dropout=0", f"fused.losses=[{','.join(losses)}]",
+                  f"trainer.accelerator={accelerator}", "callbacks=early_stopping",
+                  "callbacks.early_stopping.patience=2", "trainer.max_epochs=8")
+    fused, separate, worst = compare_with_separate(cfg, tmp_path / "out")
+    client = MlflowClient(fused.members[losses[0]].tracking_uri)
+    runs = {loss: (client.get_run(fused.members[loss].run_id), client.get_run(separate[loss].run_id))
+            for loss in losses}
+    return runs, worst
+
+
+@RunIf(min_gpus=1)
+@pytest.mark.slow
+def test_fused_members_on_cuda_match_their_separate_trainings(compose, tiny_binary, tmp_path):
+    """On CUDA the members' kernels differ from a lone model's (batched matmuls, atomics in embedding_bag's backward),
+    so agreement is to a tolerance, not bitwise as on the CPU (tests/test_fused.py)."""
+    runs, worst = fused_against_separate(compose, tiny_binary, tmp_path, "gpu")
+    for loss, (mine, theirs) in runs.items():
+        assert mine.info.status == theirs.info.status == "FINISHED", loss
+        assert mine.data.tags["fused"] == "true" and mine.data.tags["device"] == theirs.data.tags["device"] == "cuda"
+        assert mine.data.metrics["test/f1_macro"] > 0.75, loss  # learnt, on the GPU
+    assert worst <= F1_TOLERANCE

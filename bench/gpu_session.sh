@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The GPU work of a session lent the device machine, as ONE call (the lease is 15 minutes in all, start included):
+#
+#   here:       make gpu-wheels      # .whl/: what the GPU machine lacks (bench/gpu_wheels.txt), ~37 MB
+#   the device: run(command="bash bench/gpu_session.sh", carry=[".whl", "data"], timeout_s=600)
+#
+# On the device (Python 3.12 with its own CUDA PyTorch, Lightning, torchmetrics, scikit-learn, pandas): installs the
+# wheels beside that stack (PYTHONPATH, compiled once), then, most important first, each step's output into $OUT:
+#   1. make gpu-check (bench/gpu_check.sh: tests/test_gpu.py, fused vs separate on CUDA included, none may skip;
+#      a 2-epoch MEX-A3T training on cuda)                                               → gpu_check.log
+#   2. the default sweep (make sweep) fused, as sweep.fused=auto runs it on CUDA, then separate (sweep.fused=false),
+#      each end to end into a throwaway store                                            → sweeps.log, sweeps.json
+#   3. make bench ACCELERATOR=gpu, shortened                                             → bench.log, results_gpu.json
+# Back here: copy results_gpu.json to bench/, and the figures into README "Performance".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/outputs/gpu-session}
+SITE=${SITE:-/tmp/losslab-site}
+mkdir -p "$OUT"
+say() { echo "== $(date +%T) $*"; }
+test -f data/mex-a3t/train.csv || { echo "no data/mex-a3t: carry data (make data here first)" >&2; exit 2; }
+
+if ls .whl/*.whl >/dev/null 2>&1; then  # the lent machine: its own python3 + the carried wheels
+  PY=${PY:-python3}
+  say "install .whl/ into $SITE"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
+    || exit 1
+  "$PY" -m compileall -q -j 0 "$SITE" src >/dev/null 2>&1  # else every process imports MLflow and Hydra from source
+  export PYTHONPATH="$SITE:$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+else  # a GPU machine with the project set up (make setup)
+  PY=${PY:-.venv/bin/python}
+fi
+export PY PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+"$PY" -c "import torch, pytorch_lightning as pl, mlflow, hydra; print('torch', torch.__version__, 'cuda',
+torch.cuda.is_available(), 'lightning', pl.__version__, 'mlflow', mlflow.__version__, 'hydra', hydra.__version__)"
+
+say "1/3 gpu-check"
+bash bench/gpu_check.sh > "$OUT/gpu_check.log" 2>&1; check=$?
+tail -5 "$OUT/gpu_check.log"
+
+say "2/3 the default sweep on CUDA: fused (sweep.fused=auto), then separate (sweep.fused=false)"
+"$PY" - "$OUT" > "$OUT/sweeps.log" 2>&1 <<'PYEOF'
+import json, subprocess, sys, tempfile, time
+from pathlib import Path
+
+out, results = Path(sys.argv[1]), {}
+for name, fused in (("fused", "auto"), ("separate", "false")):
+    work = Path(tempfile.mkdtemp(prefix=f"sweep-{name}-"))
+    cmd = [sys.executable, "-m", "losslab.sweeps", "losses", "--jobs", "auto", f"sweep.fused={fused}",
+           f"tracking.uri=sqlite:///{work}/mlflow.db", f"sweep.reports_dir={work}/reports",
+           f"hydra.sweep.dir={work}/multirun", f"sweep.baseline.cache_dir={work}/baseline"]
+    started = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    print(f"--- {name}: {seconds:.1f} s, exit {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-3000:]}", flush=True)
+    results[f"losses_sweep_{name}_seconds"] = seconds
+    results[f"losses_sweep_{name}_exit"] = done.returncode
+    (out / "sweeps.json").write_text(json.dumps(results, indent=2))
+PYEOF
+cat "$OUT/sweeps.json" 2>/dev/null
+
+say "3/3 make bench ACCELERATOR=gpu (shortened)"
+"$PY" bench/run.py --accelerator gpu --repeats 3 --fits 2 --runs 2 --sweeps 1 --losses-sweeps 1 \
+  --output "$OUT/results_gpu.json" > "$OUT/bench.log" 2>&1
+tail -40 "$OUT/bench.log"
+say "done (gpu-check exit $check)"
+exit $check
