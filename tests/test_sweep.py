@@ -330,16 +330,23 @@ def test_job_count_is_the_sweepers_product_of_values():
     assert total == 6 and swept == {"loss": ["ce", "mse"], "model.dropout": ["0.1", "0.2", "0.3"]}
 
 
-def test_the_sweeper_checks_each_override_value_once_in_the_jobs_order():
+def test_the_sweeper_checks_every_override_value_with_few_jobs_in_the_jobs_order():
+    import itertools
+
     from losslab.sweeps.batch_check import jobs_to_check
 
     assert composed("losses").hydra.sweeper._target_ == "hydra_plugins.losslab_sweeper.LosslabSweeper"
     losses = sweeper_params("losses")["loss"]
     batch = [[f"seed={s}", f"loss={name}"] for s in range(5) for name in losses]  # as the sweeper orders them
     checked = jobs_to_check(batch)
-    assert checked == batch[:7] + [batch[7 * s] for s in range(1, 5)]  # every loss on seed 0, then each new seed
+    # seed s with the s-th loss (two new values each), then the losses left, with seed 0; in the jobs' order
+    assert checked == sorted([batch[7 * s + s] for s in range(5)] + [batch[5], batch[6]], key=batch.index)
     assert {o for job in checked for o in job} == {o for job in batch for o in job}
     assert jobs_to_check(batch[:1]) == batch[:1] and jobs_to_check([]) == []
+    assert jobs_to_check([["a=1"], ["a=1"], ["a=2"]]) == [["a=1"], ["a=2"]]  # a repeated job is composed once
+    grid = sweeper_params("grid")
+    product = [[f"{k}={v}" for k, v in zip(grid, values)] for values in itertools.product(*grid.values())]
+    assert len(product) == 126 and len(jobs_to_check(product)) == max(len(v) for v in grid.values()) == 7
 
 
 def test_a_bad_value_late_in_a_sweep_fails_before_its_first_job(tmp_path, monkeypatch, capsys):
