@@ -10,7 +10,8 @@
 #      a 2-epoch MEX-A3T training on cuda)                                               → gpu_check.log
 #   2. the default sweep (make sweep) fused, as sweep.fused=auto runs it on CUDA, then separate (sweep.fused=false),
 #      each end to end into a throwaway store                                            → sweeps.log, sweeps.json
-#   3. make bench ACCELERATOR=gpu, shortened                                             → bench.log, results_gpu.json
+#   3. make bench ACCELERATOR=gpu, shortened (last: if the call runs out of time, 1-2 are back)
+#                                                                                        → bench.log, results_gpu.json
 # Back here: copy results_gpu.json to bench/, and the figures into README "Performance".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -61,7 +62,7 @@ PYEOF
 cat "$OUT/sweeps.json" 2>/dev/null
 
 say "3/3 make bench ACCELERATOR=gpu (shortened)"
-"$PY" bench/run.py --accelerator gpu --repeats 3 --fits 2 --runs 2 --sweeps 1 --losses-sweeps 1 \
+"$PY" bench/run.py --accelerator gpu --repeats 2 --fits 2 --runs 1 --sweeps 1 --losses-sweeps 1 \
   --output "$OUT/results_gpu.json" > "$OUT/bench.log" 2>&1
 tail -40 "$OUT/bench.log"
 say "done (gpu-check exit $check)"
