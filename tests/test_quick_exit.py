@@ -17,8 +17,10 @@ COMMAND = textwrap.dedent("""
     import atexit, os, sys
     from losslab import quick_exit
 
-    quick_exit.install()
     log = sys.argv[1]
+    if sys.argv[3:] == ["earlier"]:  # a tool's handler registered before install() (coverage run does that)
+        atexit.register(lambda: open(log, "a").write("earlier "))
+    quick_exit.install()
 
     def library_handler():
         with open(log, "a") as f:
@@ -42,10 +44,10 @@ COMMAND = textwrap.dedent("""
 """)
 
 
-def run(tmp_path: Path, ending: str, **env: str) -> tuple[subprocess.CompletedProcess, str]:
+def run(tmp_path: Path, ending: str, *extra: str, **env: str) -> tuple[subprocess.CompletedProcess, str]:
     log = tmp_path / "log.txt"
     log.write_text("")
-    done = subprocess.run([sys.executable, "-c", COMMAND, str(log), ending], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", COMMAND, str(log), ending, *extra], capture_output=True, text=True,
                           timeout=60, env={**os.environ, **env})
     return done, log.read_text()
 
@@ -70,6 +72,13 @@ def test_losslab_full_exit_keeps_the_teardown(tmp_path: Path) -> None:
     assert done.returncode == 0
     assert done.stdout == "last line"
     assert log == "handler teardown "
+
+
+def test_an_exit_handler_registered_before_it_still_runs(tmp_path: Path) -> None:
+    done, log = run(tmp_path, "finished", "earlier")
+    assert done.returncode == 0
+    assert done.stdout == "last line"
+    assert log == "handler earlier teardown "  # every exit handler, then the teardown
 
 
 ENTRY_POINTS = {"losslab.train": "train.py", "losslab.training": "training/__main__.py",

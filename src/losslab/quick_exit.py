@@ -10,7 +10,8 @@ has said ``finished()``, that handler flushes stdout and stderr and ends the pro
 An error, an interruption or a non-zero exit takes the usual way out.
 
 Only ``__main__`` modules call these (never a function that tests or other programs import and call:
-their process must end its own way). ``LOSSLAB_FULL_EXIT=1`` keeps the full teardown.
+their process must end its own way). ``LOSSLAB_FULL_EXIT=1`` keeps the full teardown, and so does a process
+where something registered an exit handler before ``install()`` (a tool such as ``coverage run``).
 """
 
 from __future__ import annotations
@@ -36,9 +37,14 @@ def _leave() -> None:
 
 
 def install() -> None:
-    """Register the last exit handler (first registered, last run); a no-op with ``LOSSLAB_FULL_EXIT=1``."""
+    """Register the last exit handler (first registered, last run). A no-op with ``LOSSLAB_FULL_EXIT=1``, and when
+    some exit handler is registered already (e.g. ``coverage run`` saving its data at exit): that one would run
+    after this one, so never."""
     global _installed
     if _installed or os.environ.get("LOSSLAB_FULL_EXIT", "").strip().lower() in ("1", "true", "yes"):
+        return
+    count = getattr(atexit, "_ncallbacks", None)  # CPython's; without it, nothing can be known: keep the teardown
+    if count is None or count() > 0:
         return
     atexit.register(_leave)
     _installed = True
