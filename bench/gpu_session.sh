@@ -8,10 +8,9 @@
 # wheels beside that stack (PYTHONPATH, compiled once), then, most important first, each step's output into $OUT:
 #   1. make gpu-check (bench/gpu_check.sh: tests/test_gpu.py, fused vs separate on CUDA included, none may skip;
 #      a 2-epoch MEX-A3T training on cuda)                                               → gpu_check.log
-#   2. the default sweep (make sweep) fused, as sweep.fused=auto runs it on CUDA, then separate (sweep.fused=false),
-#      each end to end into a throwaway store                                            → sweeps.log, sweeps.json
-#   3. make bench ACCELERATOR=gpu, shortened (last: if the call runs out of time, 1-2 are back)
+#   2. make bench ACCELERATOR=gpu, shortened; its default sweep is fused (sweep.fused=auto on CUDA)
 #                                                                                        → bench.log, results_gpu.json
+#   3. the same default sweep with sweep.fused=false (bench/run.py's losses_sweep)       → separate.log, separate.json
 # Back here: copy results_gpu.json to bench/, and the figures into README "Performance".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -40,30 +39,24 @@ say "1/3 gpu-check"
 bash bench/gpu_check.sh > "$OUT/gpu_check.log" 2>&1; check=$?
 tail -5 "$OUT/gpu_check.log"
 
-say "2/3 the default sweep on CUDA: fused (sweep.fused=auto), then separate (sweep.fused=false)"
-"$PY" - "$OUT" > "$OUT/sweeps.log" 2>&1 <<'PYEOF'
-import json, subprocess, sys, tempfile, time
-from pathlib import Path
-
-out, results = Path(sys.argv[1]), {}
-for name, fused in (("fused", "auto"), ("separate", "false")):
-    work = Path(tempfile.mkdtemp(prefix=f"sweep-{name}-"))
-    cmd = [sys.executable, "-m", "losslab.sweeps", "losses", "--jobs", "auto", f"sweep.fused={fused}",
-           f"tracking.uri=sqlite:///{work}/mlflow.db", f"sweep.reports_dir={work}/reports",
-           f"hydra.sweep.dir={work}/multirun", f"sweep.baseline.cache_dir={work}/baseline"]
-    started = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    print(f"--- {name}: {seconds:.1f} s, exit {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-3000:]}", flush=True)
-    results[f"losses_sweep_{name}_seconds"] = seconds
-    results[f"losses_sweep_{name}_exit"] = done.returncode
-    (out / "sweeps.json").write_text(json.dumps(results, indent=2))
-PYEOF
-cat "$OUT/sweeps.json" 2>/dev/null
-
-say "3/3 make bench ACCELERATOR=gpu (shortened)"
+say "2/3 make bench ACCELERATOR=gpu (shortened; its default sweep runs fused)"
 "$PY" bench/run.py --accelerator gpu --repeats 2 --fits 2 --runs 1 --sweeps 1 --losses-sweeps 1 \
   --output "$OUT/results_gpu.json" > "$OUT/bench.log" 2>&1
 tail -40 "$OUT/bench.log"
+
+say "3/3 the default sweep on CUDA with sweep.fused=false, measured as the bench measures it"
+"$PY" - "$OUT" > "$OUT/separate.log" 2>&1 <<'PYEOF'
+import json, os, sys, tempfile
+from pathlib import Path
+
+sys.path.insert(0, "bench")
+from run import losses_sweep  # noqa: E402  (bench/run.py: make sweep end to end, span and records from the store)
+
+work = Path(tempfile.mkdtemp(prefix="separate-"))
+env = os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db", "PYTHONUNBUFFERED": "1"}
+results = losses_sweep(1, ["trainer=gpu", "sweep.fused=false"], env, work)
+(Path(sys.argv[1]) / "separate.json").write_text(json.dumps(results, indent=2))
+PYEOF
+cat "$OUT/separate.json" 2>/dev/null || tail -20 "$OUT/separate.log"
 say "done (gpu-check exit $check)"
 exit $check

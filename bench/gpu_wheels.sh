@@ -11,20 +11,28 @@ mkdir -p "$DEST"
 platform=(--python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
           --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 failed=0
-while read -r name; do
-  [[ -z "$name" || "$name" == \#* ]] && continue
-  key=$(echo "$name" | tr 'A-Z_.' 'a-z--')
-  pin=$(grep -iE "^[A-Za-z0-9_.-]+==" constraints.txt | while IFS= read -r line; do
-          n=${line%%==*}; [[ "$(echo "$n" | tr 'A-Z_.' 'a-z--')" == "$key" ]] && { echo "${line%%;*}"; break; }; done)
-  if [[ -z "$pin" ]]; then echo "gpu-wheels: $name is not pinned in constraints.txt" >&2; failed=1; continue; fi
-  pin=${pin// /}
-  if "$PY" -m pip download -q --no-deps --only-binary=:all: "${platform[@]}" -d "$DEST" "$pin" >/dev/null 2>&1; then
+# bench/gpu_wheels.txt's names with constraints.txt's pins, in one pass (names compared as pip does: case, - _ .)
+pins=$("$PY" - <<'PYEOF'
+import re, sys
+
+key = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+pinned = {key(line.split("==")[0]): line.split(";")[0].replace(" ", "")
+          for line in open("constraints.txt").read().splitlines() if "==" in line and not line.startswith("#")}
+for name in open("bench/gpu_wheels.txt").read().split("\n"):
+    name = name.strip()
+    if name and not name.startswith("#"):
+        print(pinned.get(key(name), f"MISSING:{name}"))
+PYEOF
+)
+for pin in $pins; do
+  if [[ "$pin" == MISSING:* ]]; then echo "gpu-wheels: ${pin#MISSING:} is not pinned in constraints.txt" >&2; failed=1
+  elif "$PY" -m pip download -q --no-deps --only-binary=:all: "${platform[@]}" -d "$DEST" "$pin" >/dev/null 2>&1; then
     echo "downloaded $pin"
   elif "$PY" -m pip wheel -q --no-deps -w "$DEST" "$pin" >/dev/null 2>&1; then
     echo "built      $pin (no wheel on PyPI)"
   else
     echo "gpu-wheels: FAILED $pin" >&2; failed=1
   fi
-done < bench/gpu_wheels.txt
+done
 echo "$(ls "$DEST"/*.whl | wc -l) wheels, $(du -sh "$DEST" | cut -f1) in $DEST"
 exit $failed
