@@ -100,3 +100,25 @@ def test_mlp_blocks_are_linear_prelu_dropout():
     assert kinds == ["PReLU", "Dropout", "Linear", "PReLU", "Dropout", "Linear", "PReLU", "Dropout"]
     x = sp.csr_matrix(np.ones((2, 7), dtype=np.float32))
     assert net(*csr_to_batch(x)[:3]).shape == torch.Size([2, 3])
+
+
+def test_dropout_keeps_units_with_probability_one_minus_p_scaled_and_seeded():
+    import torch
+
+    from losslab.model.network import Dropout, dropout
+
+    x = torch.ones(400, 500, requires_grad=True)
+    torch.manual_seed(0)
+    out = dropout(x, 0.3, training=True)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005  # 200,000 draws: 5 standard errors is 0.005
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.7))  # inverted dropout: kept units scaled
+    out.sum().backward()
+    assert torch.equal(x.grad, out.detach())  # the gradient flows through the same mask and scale
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.3, training=True), out)  # the seed fixes the mask
+    assert dropout(x, 0.3, training=False) is x and dropout(x, 0.0, training=True) is x
+    layer = Dropout(0.3)
+    assert isinstance(layer, torch.nn.Dropout) and layer.eval()(x) is x
+    torch.manual_seed(0)
+    assert torch.equal(layer.train()(x), out)

@@ -26,7 +26,7 @@ from losslab.model.losses import Loss
 from losslab.model.member_stopping import MemberStopping
 from losslab.model.metrics import flatten, make_metrics
 from losslab.model.module import build_optimizer
-from losslab.model.network import PReLUMLP
+from losslab.model.network import PReLUMLP, dropout
 
 
 def member_key(k: int, key: str) -> str:
@@ -81,7 +81,7 @@ class FusedMLP(nn.Module):
             h = (h.view(-1, self.k, self.width) + self.input_bias).transpose(0, 1)  # (K, N, H)
             for slope, weight, bias in zip(self.slopes, self.weights, self.biases):
                 h = torch.where(h > 0, h, slope[:, None, :] * h)  # nn.PReLU, one slope (or H) per member
-                h = F.dropout(h, self.dropout, self.training)
+                h = dropout(h, self.dropout, self.training)
                 h = torch.baddbmm(bias[:, None, :], h, weight.transpose(1, 2))
             return h
         return torch.stack([self._member_forward(k, h[:, k * self.width:(k + 1) * self.width] + self.input_bias[k])
@@ -90,7 +90,7 @@ class FusedMLP(nn.Module):
     def _member_forward(self, k: int, h: torch.Tensor) -> torch.Tensor:
         """Member ``k`` after its first layer, with the very ops of ``PReLUMLP`` (bitwise the same on CPU)."""
         for slope, weight, bias in zip(self.slopes, self.weights, self.biases):
-            h = F.dropout(F.prelu(h, slope[k]), self.dropout, self.training)
+            h = dropout(F.prelu(h, slope[k]), self.dropout, self.training)
             h = F.linear(h, weight[k], bias[k])
         return h
 

@@ -1,7 +1,8 @@
 """The course's classifier: an MLP of Linear → PReLU → Dropout blocks over bag-of-words input.
 
 The first layer reads sparse rows through ``embedding_bag`` (a CSR · W product), so the
-V-wide one-hot input never becomes a dense matrix.
+V-wide one-hot input never becomes a dense matrix. Dropout draws its keep-mask from uniform numbers
+(``dropout``): the same distribution as ``nn.Dropout``'s Bernoulli draws, at a third of the cost on CPU.
 """
 
 from __future__ import annotations
@@ -13,6 +14,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from losslab.errors import ConfigError
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout, as ``F.dropout``: each unit kept with probability ``1 - p`` and scaled by ``1 / (1 - p)``.
+
+    The mask is ``uniform[0, 1) >= p`` from the default generator (seeded, saved in checkpoints) rather than
+    ``bernoulli_(1 - p)``: on CPU torch's Bernoulli kernel costs ~0.9 ms per 256 × 256 mask here, ``rand_like``
+    ~0.25 ms — a sixth of a training epoch (``make bench``). Same distribution, different draws than ``nn.Dropout``.
+    """
+    if not training or p == 0.0:
+        return x
+    return x * (torch.rand_like(x) >= p).to(x.dtype).div_(1.0 - p)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with the uniform-draw mask of ``dropout`` (still an ``nn.Dropout``: ``p``, ``train()``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
 
 
 class SparseLinear(nn.Module):
@@ -43,9 +63,9 @@ class PReLUMLP(nn.Module):
         if problems:
             raise ConfigError("; ".join(problems) + ". Fix the override or conf/model/.")
         self.input = SparseLinear(in_features, hidden)
-        blocks: list[nn.Module] = [nn.PReLU(), nn.Dropout(dropout)]
+        blocks: list[nn.Module] = [nn.PReLU(), Dropout(dropout)]
         for _ in range(depth - 1):
-            blocks += [nn.Linear(hidden, hidden), nn.PReLU(), nn.Dropout(dropout)]
+            blocks += [nn.Linear(hidden, hidden), nn.PReLU(), Dropout(dropout)]
         self.hidden = nn.Sequential(*blocks)
         self.output = nn.Linear(hidden, num_classes)
 
