@@ -137,7 +137,28 @@ def test_a_training_logs_every_diag_metric_once_per_epoch_and_can_turn_them_off(
     assert logged == set(diagnostics.keys(["input", "hidden1", "output"]))
     for key in logged:
         assert [m.step for m in client.get_metric_history(on.run_id, key)] == [0, 1, 2], key
+    # each epoch's diag/* rode along with its train/loss: one write (RunLogger.stage), one timestamp
+    stamps = {m.step: m.timestamp for m in client.get_metric_history(on.run_id, "train/loss")}
+    assert {m.step: m.timestamp for m in client.get_metric_history(on.run_id, "diag/seconds")} == stamps
 
     off = train(compose(*data_overrides(tiny_binary), "model.depth=2", "diagnostics=false"), tmp_path / "off")
     assert not [k for k in client.get_run(off.run_id).data.metrics if k.startswith("diag/")]
     assert off.test_metrics == on.test_metrics  # measuring never changes the training
+
+
+def test_staged_metrics_ride_with_their_epochs_write_and_finalize_writes_the_rest(tmp_path):
+    from losslab.training.callbacks import RunLogger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("staging")).info.run_id
+    logger = RunLogger(tracking_uri=uri, run_id=run_id)
+    logger.stage({"diag/a": 1.0}, epoch=0)
+    logger.log_metrics({"train/loss": 0.5, "epoch": 0}, step=7)
+    logger.stage({"diag/a": 2.0}, epoch=1)  # no write of epoch 1 follows: finalize writes it
+    logger.finalize()
+    history = {key: [(m.step, m.value, m.timestamp) for m in client.get_metric_history(run_id, key)]
+               for key in ("diag/a", "train/loss")}
+    assert [(step, value) for step, value, _ in history["diag/a"]] == [(0, 1.0), (1, 2.0)]
+    assert history["train/loss"][0][:2] == (0, 0.5)
+    assert history["diag/a"][0][2] == history["train/loss"][0][2]  # the same log_batch

@@ -6,6 +6,7 @@ callback, so the point is deterministic): between two epochs, or in the middle o
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
@@ -197,3 +198,16 @@ def test_atomic_save_replaces_whole_files_only(tmp_path):
         atomic_torch_save({"epoch": 2, "bad": lambda: 0}, target)  # torch.save fails half-way through
     assert torch.load(target, weights_only=True) == {"epoch": 1}
     assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]
+
+
+def test_a_snapshot_loads_back_equal_and_leaves_torchs_crc_setting_alone():
+    from torch.serialization import get_crc32_options
+
+    from losslab.training.durability import serialize
+
+    state = {"weights": torch.randn(300, 7), "epoch": 3}
+    before = get_crc32_options()
+    data = serialize(state)
+    assert get_crc32_options() == before
+    loaded = torch.load(io.BytesIO(data), weights_only=True)
+    assert loaded["epoch"] == 3 and torch.equal(loaded["weights"], state["weights"])

@@ -122,3 +122,22 @@ def test_dropout_keeps_units_with_probability_one_minus_p_scaled_and_seeded():
     assert isinstance(layer, torch.nn.Dropout) and layer.eval()(x) is x
     torch.manual_seed(0)
     assert torch.equal(layer.train()(x), out)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_batches_are_the_csr_slices_of_the_passs_row_order(shuffle):
+    import torch
+
+    dense = sp.random(23, 9, density=0.3, dtype=np.float32, random_state=1).toarray()
+    dense[4] = 0  # an empty row
+    x = sp.csr_matrix(dense)
+    y = np.arange(23) % 3
+    batches = SparseBatches(x, y, 5, shuffle=shuffle, seed=2)
+    batches.set_epoch(1)
+    order = np.random.default_rng(3).permutation(23) if shuffle else np.arange(23)
+    got = list(batches)
+    assert len(got) == 5
+    for i, batch in enumerate(got):
+        rows = order[i * 5:(i + 1) * 5]
+        for tensor, expected in zip(batch, csr_to_batch(x[rows], y[rows])):
+            assert tensor.dtype == expected.dtype and torch.equal(tensor, expected)

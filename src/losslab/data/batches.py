@@ -107,10 +107,14 @@ class SparseBatches:
             return
         order = self._order()
         x, y = (self.x, self.y) if order is None else (self.x[order], self.y[order])
+        # each batch is a slice of the pass's arrays (as x[a:b] would give, without scipy's ~0.1 ms per slice)
+        indptr = x.indptr.astype(np.int64, copy=False)
+        indices, _, data, labels = csr_to_batch(x, y)
         n = len(y)
         for i in range(len(self)):
-            block = slice(i * self.batch_size, min((i + 1) * self.batch_size, n))
-            yield csr_to_batch(x[block], y[block])
+            a, b = i * self.batch_size, min((i + 1) * self.batch_size, n)
+            start, end = int(indptr[a]), int(indptr[b])
+            yield indices[start:end], torch.from_numpy(indptr[a:b] - start), data[start:end], labels[a:b]
 
     def _iter_tensors(self) -> Iterator[Batch]:
         t = self._tensors

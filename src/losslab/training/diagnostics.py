@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from losslab.data.batches import Batch, csr_to_batch
+from losslab.training.callbacks import RunLogger
 
 
 def weight_layers(net: nn.Module) -> list[tuple[str, list[nn.Parameter]]]:
@@ -138,7 +139,10 @@ class LossDiagnostics(pl.Callback):
         values = measure(pl_module.net, pl_module.loss, batch, self.wrong_below, self.saturated_above)
         self.seconds.append(time.perf_counter() - started)
         values["diag/seconds"] = self.seconds[-1]
-        pl_module.log_dict(values, on_step=False, on_epoch=True, batch_size=1, rank_zero_only=True)
+        if isinstance(trainer.logger, RunLogger):  # into the epoch's own write (RunLogger.stage)
+            trainer.logger.stage(values, trainer.current_epoch)
+        else:
+            pl_module.log_dict(values, on_step=False, on_epoch=True, batch_size=1, rank_zero_only=True)
 
 
 def keys(layers: Sequence[str]) -> list[str]:

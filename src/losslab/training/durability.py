@@ -93,13 +93,24 @@ def atomic_torch_save(obj: Any, path: Path, fsync: bool = True) -> None:
 
 
 def serialize(obj: Any) -> bytes:
-    """``torch.save`` into memory: a snapshot of ``obj`` that later training steps cannot change."""
+    """``torch.save`` into memory: a snapshot of ``obj`` that later training steps cannot change.
+
+    Without the zip records' CRC-32 (``torch.serialization.set_crc32_options``, for this call only): it is 70 % of
+    the cost here (7 → 2 ms per 17 MB checkpoint, every epoch); ``torch.load`` does not check it, and the atomic
+    write already guarantees a whole file.
+    """
     import io
 
     import torch
+    from torch.serialization import get_crc32_options, set_crc32_options
 
     buffer = io.BytesIO()
-    torch.save(obj, buffer)
+    crc = get_crc32_options()
+    set_crc32_options(False)
+    try:
+        torch.save(obj, buffer)
+    finally:
+        set_crc32_options(crc)
     return buffer.getvalue()
 
 
