@@ -21,7 +21,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
     The mask is ``uniform[0, 1) >= p`` from the default generator (seeded, saved in checkpoints) rather than
     ``bernoulli_(1 - p)``: on CPU torch's Bernoulli kernel costs ~0.9 ms per 256 × 256 mask here, ``rand_like``
-    ~0.25 ms — a sixth of a training epoch (``make bench``). Same distribution, different draws than ``nn.Dropout``.
+    ~0.25 ms; forward + backward, ~17 ms saved per ~0.25 s MEX-A3T epoch (27 steps). Same distribution,
+    other draws than ``nn.Dropout``.
     """
     if not training or p == 0.0:
         return x

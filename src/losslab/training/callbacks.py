@@ -47,7 +47,7 @@ class RunLogger(MLFlowLogger):
         values = {k: float(v) for k, v in metrics.items()}  # plain floats now: tensors may change under the writer
         epoch = values.pop("epoch", None)
         step = int(epoch) if epoch is not None else step
-        values = self._staged.pop(step, {}) | values if step is not None else values
+        values = (self._staged.pop(step, {}) | values) if step is not None else values
         self._write_staged()  # another step's (none in a normal epoch)
         background.writer().submit(self._write, values, step)
 
