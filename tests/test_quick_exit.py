@@ -92,7 +92,7 @@ def test_entry_points_install_it_before_any_exit_handler_is_registered(module: s
     import losslab
 
     source = (Path(losslab.__file__).parent / ENTRY_POINTS[module]).read_text()
-    assert source.index("quick_exit.install()") < source.rindex("main()") < source.index("quick_exit.finished()")
+    assert source.index("quick_exit.install()") < source.rindex("main(") < source.index("quick_exit.finished()")
     line_start = source.rindex("\n", 0, source.index("quick_exit.install()")) + 1
     indent = source[line_start:source.index("quick_exit.install()")]
     before = source[:line_start] + indent + "pass\n"  # inside `if __name__ == "__main__":` too

@@ -7,6 +7,7 @@ import itertools
 from collections import Counter
 import re
 
+import joblib
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -213,6 +214,8 @@ def test_parallel_sweep_records_every_job_under_one_parent(quick_sweep):
     assert {r.data.params["tracking.parent_run_id"] for r in children} == {parent.info.run_id}
     # the jobs ran in joblib's worker processes, and nothing landed in the Default experiment
     assert "joblib" in parent.data.params["sweep.launcher"].lower() and parent.data.params["sweep.n_jobs"] == "2"
+    # forked from the worker server or not, each worker trains with joblib's share of the cores (sweeps.worker_server)
+    assert {r.data.tags["torch_threads"] for r in children} == {str(max(joblib.cpu_count() // 2, 1))}
     assert client.search_runs(["0"]) == []
     assert parent.data.metrics["sweep_jobs"] == 8
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/report.md",

@@ -164,3 +164,19 @@ def test_the_noise_sweep_reports_robustness_per_loss(tmp_path):
     assert "| ce |" in section and "| mae |" in section and "degrade least `" in section
     flipped = section[section.index("Labels flipped per run"):].split("\n")[0]
     assert "0 → 0, 0.2 → " in flipped and ", 0.4 → " in flipped
+
+
+def test_the_gradient_stack_a_sweep_imports_ahead_shares_no_module_with_the_baselines_phase():
+    """``finish_sweep`` imports it in a thread while its own thread trains the baseline (scikit-learn, scipy): two
+    threads importing one module at once could deadlock, so the two sets must stay apart."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from losslab.report.why import import_gradient_stack; before = set(sys.modules); "
+             "import_gradient_stack(); new = set(sys.modules) - before; "
+             "print(sorted({m.split('.')[0] for m in new}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    packages = set(eval(done.stdout.strip().splitlines()[-1]))  # noqa: S307 - our own printed list
+    assert {"torch", "losslab"} <= packages
+    assert not packages & {"sklearn", "scipy", "threadpoolctl", "pyarrow", "narwhals"}

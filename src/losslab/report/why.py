@@ -66,6 +66,15 @@ def loss_config(name: str, runs: pd.DataFrame) -> Any | None:
 
 # --- numbers -------------------------------------------------------------------------------------------
 
+def import_gradient_stack() -> None:
+    """Import what ``exact_gradients`` runs (torch and the losses' own code, ~1.5 s here): a sweep's parent does it in
+    a thread while its workers train the linear baseline, before the report needs it. Nothing that phase imports
+    itself (scikit-learn, scipy) is in this set, so the two threads never import the same module."""
+    import torch  # noqa: F401
+
+    from losslab.model import losses  # noqa: F401
+
+
 def exact_gradients(losses: Sequence[str], runs: pd.DataFrame) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]],
                                                                           dict[str, str], dict[str, str]]:
     """Per loss: (p_true grid, |∂L/∂z_true| of one row) for two classes, through the loss's own code in float32

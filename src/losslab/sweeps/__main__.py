@@ -6,5 +6,5 @@ quick_exit.install()  # before any import can register an exit handler
 
 from losslab.sweeps.cli import main  # noqa: E402
 
-main()
+main(worker_server=True)  # this process's workers fork from one that imports once (sweeps.worker_server)
 quick_exit.finished()

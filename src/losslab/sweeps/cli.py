@@ -93,7 +93,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 @friendly_exit
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, worker_server: bool = False) -> None:
+    """``worker_server``: fork a Hydra sweep's joblib workers from one server that imports the training stack once,
+    starting now (``losslab.sweeps.worker_server``; a choice for the whole process: ``python -m losslab.sweeps``)."""
     args = parse_args(argv)
     names = available_sweeps()
     if args.name not in names:
@@ -109,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         run_tune(args.overrides, jobs=args.jobs)
         return
+    if worker_server and args.jobs > 1:
+        from losslab.sweeps import worker_server as server
+
+        server.start(args.jobs)
     from losslab.training import train
     from losslab.sweeps.callbacks import close_open_sweeps
 

@@ -38,6 +38,8 @@ def finish_sweep(parent: SweepParent, report: bool = True, reports_dir: str | Pa
     finished = failed is None and bool(counts.get("FINISHED"))
     reporting = bool(report and counts.get("FINISHED"))
     background: threading.Thread | None = None
+    if reporting and pool:  # while the workers train the baseline, this process would only wait
+        _in_background(_prefetch_report_imports)
     try:
         if finished:
             print_loss_table(parent)
@@ -76,6 +78,16 @@ def _in_background(target: Any, *args: Any) -> threading.Thread:
     thread = threading.Thread(target=target, args=args, name=target.__name__, daemon=True)
     thread.start()
     return thread
+
+
+def _prefetch_report_imports() -> None:
+    """The report's slowest imports, ahead of it (``report.why.import_gradient_stack``)."""
+    from losslab.report.why import import_gradient_stack
+
+    try:
+        import_gradient_stack()
+    except Exception:  # noqa: BLE001  (the report imports it again, and says what fails)
+        pass
 
 
 def baseline_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:

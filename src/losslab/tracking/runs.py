@@ -60,7 +60,8 @@ def device_tags(root_device: Any) -> dict[str, str]:
 
     if root_device.type == "cuda":
         return {"device": "cuda", "device_name": torch.cuda.get_device_name(root_device)}
-    return {"device": "cpu", "device_name": _cpu_name()}
+    # its intra-op threads: a sweep's worker gets cores // workers (what its CPU timings mean)
+    return {"device": "cpu", "device_name": _cpu_name(), "torch_threads": str(torch.get_num_threads())}
 
 
 def slurm_tags() -> dict[str, str]:
