@@ -64,10 +64,11 @@ def worker_pool(launcher: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def warm_workers(pool: Mapping[str, Any] | None) -> threading.Thread | None:
-    """Start the sweep's worker processes now, in a background thread, each importing the training stack (~7 s),
-    while the parent opens its MLflow run and Hydra composes every job's config to check the batch (~6 s for 35
-    jobs): the first trainings start ~6 s sooner. The launcher's ``Parallel`` finds the same workers, warm (``pool``
-    = its exact arguments, ``worker_pool``). None without a pool (one worker, another launcher).
+    """Start the sweep's worker processes now, in a background thread, while the parent opens its MLflow run and
+    Hydra composes the jobs' configs to check the batch: each imports the training stack (~7 s) — or, forked from
+    ``worker_server``'s fork server (``python -m losslab.sweeps``), finds it imported there, once for all of them.
+    The launcher's ``Parallel`` finds the same workers, warm (``pool`` = its exact arguments, ``worker_pool``). None
+    without a pool (one worker, another launcher).
 
     The workers lower their CPU priority to nice ``WORKER_NICENESS`` (for good: an unprivileged process cannot
     raise it back): where cores are short they take only what the parent leaves — the parent is the critical path
