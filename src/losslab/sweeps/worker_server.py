@@ -17,6 +17,7 @@ while it still imports, it watches this process and stops when it is gone (a swe
 
 from __future__ import annotations
 
+import glob
 import os
 from contextlib import contextmanager
 from typing import Iterator, Mapping
@@ -29,14 +30,16 @@ SWITCH_ENV = "LOSSLAB_WORKER_SERVER"  # 0: workers spawned the usual way, each i
 
 def start(jobs: int) -> bool:
     """Make loky fork the sweep's ``jobs`` workers from a fork server started now, importing the training stack.
-    False (nothing changed) for fewer than 2 workers, ``LOSSLAB_WORKER_SERVER=0``, or a loky start method set
-    already by someone else."""
+    False (nothing changed) for fewer than 2 workers, ``LOSSLAB_WORKER_SERVER=0``, a loky start method set already
+    by someone else, or a machine with an NVIDIA device (its workers are spawned as before)."""
     import multiprocessing
     from multiprocessing import forkserver
 
     from joblib.externals.loky.backend import context
 
     if jobs < 2 or os.environ.get(SWITCH_ENV, "1") == "0" or context.get_start_method() not in (None, "forkserver"):
+        return False
+    if glob.glob("/dev/nvidia[0-9]*"):  # forks and CUDA: not tried on a GPU yet, and sweeps there run one worker
         return False
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
