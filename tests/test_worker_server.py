@@ -20,7 +20,7 @@ PROBE = textwrap.dedent("""
         import torch
         lightning_before = "pytorch_lightning" in sys.modules  # before this task imported anything itself
         return {"ppid": os.getppid(), "lightning": lightning_before, "threads": torch.get_num_threads(),
-                "nice": os.nice(0)}
+                "nice": os.nice(0), "pid_env": os.environ.get("LOSSLAB_SWEEP_PID")}
 
     if __name__ == "__main__":
         from joblib import Parallel, delayed
@@ -59,6 +59,7 @@ def test_workers_fork_from_one_server_that_imported_the_stack_with_joblibs_threa
     assert all(w["lightning"] for w in served["workers"])  # imported before the first task, once, by the server
     assert {w["threads"] for w in served["workers"]} == {w["threads"] for w in spawned["workers"]} == {threads}
     assert {w["nice"] for w in served["workers"]} == {WORKER_NICENESS}
+    assert {w["pid_env"] for w in served["workers"]} == {None}  # a sweep a worker starts gets no server of ours
     assert served["env_after"] == {"OMP_NUM_THREADS": None, "LOSSLAB_SWEEP_PID": None}  # the sweep's own: unchanged
     assert {w["ppid"] for w in spawned["workers"]} == {spawned["pid"]}  # switched off: loky spawns them itself
 

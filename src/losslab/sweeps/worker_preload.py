@@ -24,7 +24,7 @@ def _exit_with(parent: int, done: threading.Event) -> None:
 def preload() -> None:
     from losslab.sweeps.jobs import WORKER_NICENESS
 
-    parent = int(os.environ[PARENT_PID_ENV])
+    parent = int(os.environ.pop(PARENT_PID_ENV))  # popped: not inherited by the workers, nor by what they start
     # The server exits (SystemExit) when the sweep does; registered before the imports, this handler runs after theirs
     # and skips tearing down what they loaded (~2 s here, during which the server still held the console's pipe).
     # Its workers never run it: multiprocessing's children leave through os._exit.
