@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from losslab import environ
 from losslab.errors import ConfigError
 
 PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
@@ -78,17 +79,8 @@ def first_start_message(run_dir: Path, cfg: Any) -> str:
 @contextlib.contextmanager
 def signed_in(username: str, password: str) -> Iterator[None]:
     """MLflow's client credentials (``MLFLOW_TRACKING_USERNAME``/``PASSWORD``) for the block, then as before."""
-    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    before = {k: os.environ.get(k) for k in keys}
-    os.environ.update(dict(zip(keys, (username, password))))
-    try:
+    with environ.scoped({"MLFLOW_TRACKING_USERNAME": username, "MLFLOW_TRACKING_PASSWORD": password}):
         yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def project_experiments(client: Any, experiment: str) -> list[Any]:

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import glob
 import os
-from contextlib import contextmanager
-from typing import Iterator, Mapping
 
+from losslab import environ
 from losslab.sweeps.worker_preload import PARENT_PID_ENV  # the preload's watch: it stops when this pid is gone
 
 PRELOAD = "losslab.sweeps.worker_preload"
@@ -45,7 +44,7 @@ def start(jobs: int) -> bool:
         return False
     context.set_start_method("forkserver", force=True)
     multiprocessing.get_context("forkserver").set_forkserver_preload([PRELOAD])
-    with _environ(worker_environment(jobs) | {PARENT_PID_ENV: str(os.getpid())}):
+    with environ.scoped(worker_environment(jobs) | {PARENT_PID_ENV: str(os.getpid())}):
         forkserver.ensure_running()  # the server (and its environment) starts now; its imports follow
     return True
 
@@ -59,17 +58,3 @@ def worker_environment(jobs: int) -> dict[str, str]:
     default = str(max(cpu_count() // max(jobs, 1), 1))
     return {var: os.environ.get(var, default) for var in LokyBackend.MAX_NUM_THREADS_VARS}
 
-
-@contextmanager
-def _environ(values: Mapping[str, str]) -> Iterator[None]:
-    """``values`` in ``os.environ`` inside the block (what a process started there inherits), restored after."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
