@@ -1,7 +1,6 @@
 """``losslab.sweeps.worker_server``: a sweep's joblib workers forked from one server that imported the training stack,
 with the thread limits joblib gives the workers it spawns itself; the server stops with the sweep."""
 
-import glob
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import time
 import pytest
 
 from conftest import ROOT
+from losslab.sweeps.jobs import nvidia_device_present
 
 PROBE = textwrap.dedent("""
     import json, os, sys
@@ -44,7 +44,7 @@ def run_probe(tmp_path, switch: str) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(bool(glob.glob("/dev/nvidia[0-9]*")), reason="the server is off where an NVIDIA device exists")
+@pytest.mark.skipif(nvidia_device_present(), reason="the server is off where an NVIDIA device exists")
 def test_workers_fork_from_one_server_that_imported_the_stack_with_joblibs_thread_limits(tmp_path):
     from joblib import cpu_count
 

@@ -17,10 +17,10 @@ while it still imports, it watches this process and stops when it is gone (a swe
 
 from __future__ import annotations
 
-import glob
 import os
 
 from losslab import environ
+from losslab.sweeps.jobs import nvidia_device_present
 from losslab.sweeps.worker_preload import PARENT_PID_ENV  # the preload's watch: it stops when this pid is gone
 
 PRELOAD = "losslab.sweeps.worker_preload"
@@ -38,7 +38,7 @@ def start(jobs: int) -> bool:
 
     if jobs < 2 or os.environ.get(SWITCH_ENV, "1") == "0" or context.get_start_method() not in (None, "forkserver"):
         return False
-    if glob.glob("/dev/nvidia[0-9]*"):  # forks and CUDA: not tried on a GPU yet, and sweeps there run one worker
+    if nvidia_device_present():  # forks and CUDA: not tried on a GPU yet, and sweeps there run one worker
         return False
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return False
