@@ -84,7 +84,7 @@ def warm_workers(pool: Mapping[str, Any] | None) -> threading.Thread | None:
 
     def start() -> None:
         try:
-            Parallel(**pool)(delayed(_warm_worker)() for _ in range(int(pool["n_jobs"])))
+            Parallel(**pool)(delayed(warm_up)() for _ in range(int(pool["n_jobs"])))
         except Exception:  # noqa: BLE001  (an optimisation only: the launcher starts its workers anyway)
             pass
 
@@ -96,8 +96,9 @@ def warm_workers(pool: Mapping[str, Any] | None) -> threading.Thread | None:
 WORKER_NICENESS = 10
 
 
-def _warm_worker() -> None:
-    """In a worker: lower its priority to ``WORKER_NICENESS`` (once), import the training stack."""
+def warm_up() -> None:
+    """In a worker (or the fork server its workers come from, ``worker_preload``): lower its priority to
+    ``WORKER_NICENESS`` (once), import the training stack."""
     import os
 
     from losslab.training.train import import_training_stack

@@ -22,7 +22,7 @@ def _exit_with(parent: int, done: threading.Event) -> None:
 
 
 def preload() -> None:
-    from losslab.sweeps.jobs import WORKER_NICENESS
+    from losslab.sweeps.jobs import warm_up
 
     parent = int(os.environ.pop(PARENT_PID_ENV))  # popped: not inherited by the workers, nor by what they start
     # The server exits (SystemExit) when the sweep does; registered before the imports, this handler runs after theirs
@@ -34,11 +34,7 @@ def preload() -> None:
     watch.start()
     interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)  # no traceback from here on Ctrl-C: the sweep reports it
     try:
-        if os.nice(0) < WORKER_NICENESS:
-            os.nice(WORKER_NICENESS - os.nice(0))
-        from losslab.training.train import import_training_stack
-
-        import_training_stack()
+        warm_up()
         gc.freeze()  # as train() does after these imports; here before any fork, so no worker's collections touch
         # (and copy) the pages of the ~1M objects it shares with this server
     except Exception:  # noqa: BLE001  (an optimisation only: the workers import on their own)
